@@ -1,0 +1,97 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { QuorumError } from '../errors.js';
+
+/** Nix-format Ed25519 keys: `name:base64(...)`, interchangeable with `nix-store --generate-binary-cache-key`. */
+export interface PublicKey {
+  readonly name: string;
+  /** 32 raw bytes. */
+  readonly raw: Buffer;
+  readonly key: KeyObject;
+}
+
+export interface SecretKey {
+  readonly name: string;
+  /** 32-byte seed. */
+  readonly seed: Buffer;
+  readonly key: KeyObject;
+  readonly publicKey: PublicKey;
+}
+
+// DER prefixes that wrap a raw Ed25519 seed / public key so Node's native crypto can use them.
+const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+const KEY_NAME = /^[A-Za-z0-9._+\-]+$/;
+
+function splitNamed(text: string, what: string, field: string): [string, Buffer] {
+  const colon = text.indexOf(':');
+  if (colon <= 0) throw new QuorumError('bad-key', `${what} must look like name:base64, got no name`, { field });
+  const name = text.slice(0, colon);
+  if (!KEY_NAME.test(name)) throw new QuorumError('bad-key', `${what} name ${JSON.stringify(name)} may only hold letters, digits and . _ + -`, { field });
+  const body = text.slice(colon + 1).trim();
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body)) throw new QuorumError('bad-key', `${what} is not valid base64 after the name`, { field });
+  return [name, Buffer.from(body, 'base64')];
+}
+
+export function publicKeyFromRaw(name: string, raw: Buffer): PublicKey {
+  return { name, raw, key: createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' }) };
+}
+
+export function parsePublicKey(text: string, field = 'publicKey'): PublicKey {
+  const [name, raw] = splitNamed(text.trim(), 'public key', field);
+  if (raw.length !== 32) throw new QuorumError('bad-key', `public key must hold 32 bytes, got ${raw.length}`, { field });
+  return publicKeyFromRaw(name, raw);
+}
+
+export function parseSecretKey(text: string, field = 'secretKey'): SecretKey {
+  const [name, raw] = splitNamed(text.trim(), 'secret key', field);
+  if (raw.length !== 64) throw new QuorumError('bad-key', `secret key must hold 64 bytes (seed and public key), got ${raw.length}`, { field });
+  const seed = raw.subarray(0, 32);
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  const publicKey = publicKeyFromRaw(name, rawPublicKey(createPublicKey(key)));
+  if (!publicKey.raw.equals(raw.subarray(32))) {
+    throw new QuorumError('bad-key', 'secret key: its public half does not match its seed', { field });
+  }
+  return { name, seed: Buffer.from(seed), key, publicKey };
+}
+
+function rawPublicKey(key: KeyObject): Buffer {
+  return key.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length);
+}
+
+export function generateSecretKey(name: string): SecretKey {
+  if (!KEY_NAME.test(name)) throw new QuorumError('bad-key', `key name ${JSON.stringify(name)} may only hold letters, digits and . _ + -`, { field: 'name' });
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const seed = privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(PKCS8_PREFIX.length);
+  return parseSecretKey(`${name}:${Buffer.concat([seed, rawPublicKey(createPublicKey(privateKey))]).toString('base64')}`);
+}
+
+export function formatSecretKey(key: SecretKey): string {
+  return `${key.name}:${Buffer.concat([key.seed, key.publicKey.raw]).toString('base64')}`;
+}
+
+export function formatPublicKey(key: PublicKey): string {
+  return `${key.name}:${key.raw.toString('base64')}`;
+}
+
+/** Raw 64-byte Ed25519 signature over `message`. */
+export function signRaw(key: SecretKey, message: Uint8Array | string): Buffer {
+  return sign(null, typeof message === 'string' ? Buffer.from(message) : message, key.key);
+}
+
+export function verifyRaw(key: PublicKey, message: Uint8Array | string, signature: Uint8Array): boolean {
+  if (signature.length !== 64) return false;
+  return verify(null, typeof message === 'string' ? Buffer.from(message) : message, key.key, signature);
+}
+
+/** Nix signature string `name:base64(sig)`, as in a narinfo `Sig:` line. */
+export function signNix(key: SecretKey, message: string): string {
+  return `${key.name}:${signRaw(key, message).toString('base64')}`;
+}
+
+/** Checks a Nix `name:base64(sig)` signature; false on a different key name or bad signature. */
+export function verifyNix(key: PublicKey, message: string, signature: string): boolean {
+  const colon = signature.indexOf(':');
+  if (colon <= 0 || signature.slice(0, colon) !== key.name) return false;
+  return verifyRaw(key, message, Buffer.from(signature.slice(colon + 1), 'base64'));
+}
