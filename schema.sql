@@ -1,0 +1,113 @@
+-- nix-quorum: the whole database schema. Applied idempotently on every open (CREATE ... IF NOT EXISTS);
+-- `meta.schema_version` guards future migrations.
+
+CREATE TABLE IF NOT EXISTS meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Builder keys. Names are unique forever: a revoked name is never reused, so old log entries
+-- keep meaning what they meant.
+CREATE TABLE IF NOT EXISTS builders (
+  id         INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL UNIQUE,
+  public_key BLOB NOT NULL,            -- 32 raw Ed25519 bytes
+  added_at   INTEGER NOT NULL,         -- unix ms
+  revoked_at INTEGER                   -- unix ms; NULL while active
+);
+
+-- One row per log leaf: every accepted attestation, including the second, conflicting statement of an
+-- equivocating key (kept as evidence). leaf_index is the RFC 9162 leaf index; the leaf bytes are
+-- re-encoded from these columns (src/ledger/leaf.ts), so nothing is stored twice.
+CREATE TABLE IF NOT EXISTS attestations (
+  leaf_index        INTEGER PRIMARY KEY,
+  builder_id        INTEGER NOT NULL REFERENCES builders(id),
+  drv_path          TEXT NOT NULL,
+  output_name       TEXT NOT NULL,
+  out_path          TEXT NOT NULL,
+  nar_hash          TEXT NOT NULL,     -- sha256:<nix32>
+  nar_size          INTEGER NOT NULL,
+  refs              TEXT NOT NULL,     -- full store paths, sorted, joined by ','
+  signature         BLOB NOT NULL,     -- 64 bytes over the statement
+  narinfo_signature TEXT,              -- builder's Nix Sig over the fingerprint, or NULL
+  created_at        INTEGER NOT NULL   -- unix ms
+);
+-- Lookups by store path (and by hash part, as a range on the path) and idempotent resubmission.
+CREATE UNIQUE INDEX IF NOT EXISTS attestations_statement
+  ON attestations (out_path, builder_id, nar_hash, nar_size, refs, drv_path, output_name);
+CREATE INDEX IF NOT EXISTS attestations_drv ON attestations (drv_path);
+CREATE INDEX IF NOT EXISTS attestations_builder ON attestations (builder_id, leaf_index);
+
+-- A key that signed two different contents for one output path: both leaves are evidence.
+CREATE TABLE IF NOT EXISTS conflicts (
+  builder_id   INTEGER NOT NULL REFERENCES builders(id),
+  out_path     TEXT NOT NULL,
+  first_leaf   INTEGER NOT NULL REFERENCES attestations(leaf_index),
+  second_leaf  INTEGER NOT NULL REFERENCES attestations(leaf_index),
+  detected_at  INTEGER NOT NULL,
+  PRIMARY KEY (builder_id, out_path, second_leaf)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conflicts_recent ON conflicts (detected_at);
+
+-- Hashes of every complete, aligned subtree of the log: (level, idx) covers leaves
+-- [idx * 2^level, (idx + 1) * 2^level). Proofs read O(log n) rows.
+CREATE TABLE IF NOT EXISTS merkle_nodes (
+  level INTEGER NOT NULL,
+  idx   INTEGER NOT NULL,
+  hash  BLOB NOT NULL,
+  PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+
+-- Signed tree heads (C2SP checkpoints), one per published tree size.
+CREATE TABLE IF NOT EXISTS checkpoints (
+  tree_size  INTEGER PRIMARY KEY,
+  root_hash  BLOB NOT NULL,
+  note       TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+
+-- Quorum policies; the member set is a separate table so revocation and membership are plain joins.
+CREATE TABLE IF NOT EXISTS policies (
+  name        TEXT PRIMARY KEY,
+  threshold   INTEGER NOT NULL CHECK (threshold >= 1),
+  on_conflict TEXT NOT NULL CHECK (on_conflict IN ('block', 'ignore')),
+  all_builders INTEGER NOT NULL DEFAULT 0, -- 1: the set is "every active builder" (the default policy)
+  updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS policy_builders (
+  policy       TEXT NOT NULL REFERENCES policies(name) ON DELETE CASCADE,
+  builder_name TEXT NOT NULL,
+  PRIMARY KEY (policy, builder_name)
+) WITHOUT ROWID;
+
+-- Materialised quorum decision per (policy, output path), updated in the same transaction as the
+-- attestations, revocations or policy changes that move it. A path is advertised when its status is
+-- 'quorum' and its NAR is retrievable (nars row): the narinfo lookup is one indexed join.
+CREATE TABLE IF NOT EXISTS decisions (
+  policy     TEXT NOT NULL,
+  out_path   TEXT NOT NULL,
+  status     TEXT NOT NULL CHECK (status IN ('quorum', 'pending', 'blocked')),
+  nar_hash   TEXT,                     -- the agreed content when status = 'quorum'
+  nar_size   INTEGER,
+  refs       TEXT,
+  deriver    TEXT,                     -- a drvPath of the agreeing attestations
+  sigs       TEXT,                     -- the agreeing builders' narinfo Sigs, '\n'-joined
+  agreeing   INTEGER NOT NULL,         -- distinct policy keys behind the leading content
+  reason     TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (policy, out_path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS decisions_status ON decisions (policy, status);
+CREATE INDEX IF NOT EXISTS decisions_nar ON decisions (nar_hash);
+
+-- NARs held by the blob store, keyed by narHash. A blob is written before its row (durable first).
+CREATE TABLE IF NOT EXISTS nars (
+  nar_hash    TEXT PRIMARY KEY,
+  nar_size    INTEGER NOT NULL,
+  blob_key    TEXT NOT NULL,
+  compression TEXT NOT NULL,
+  file_hash   TEXT NOT NULL,           -- sha256:<nix32> of the stored (compressed) bytes
+  file_size   INTEGER NOT NULL,
+  uploaded_by INTEGER REFERENCES builders(id),
+  created_at  INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -1,0 +1,24 @@
+import type { Command } from 'commander';
+import { startServer } from '../serve.js';
+import { loadConfig } from '../config.js';
+import { action } from './run.js';
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('run every server role: ledger, substituter, NAR store, web pages (embedded SQLite + filesystem by default)')
+    .option('--data <dir>', 'data directory (default ./data; env NIX_QUORUM_DATA)')
+    .option('--config <file>', 'JSON config file (env NIX_QUORUM_CONFIG)')
+    .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080; env NIX_QUORUM_LISTEN)')
+    .action(action(async (opts: { data?: string; config?: string; listen?: string }) => {
+      const flags: Record<string, unknown> = {};
+      if (opts.data) flags.dataDir = opts.data;
+      if (opts.listen) flags.listen = opts.listen;
+      const running = await startServer(loadConfig({ file: opts.config, flags }));
+      const stop = () => {
+        running.close().then(() => process.exit(0), () => process.exit(1));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    }));
+}

@@ -1,0 +1,138 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { blobStoreConfig } from './blobstore/config.js';
+import { QuorumError } from './errors.js';
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):[0-9]{1,5}$/, 'listen must be HOST:PORT, e.g. 127.0.0.1:8080')
+  .transform((s) => {
+    const i = s.lastIndexOf(':');
+    return { host: s.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(s.slice(i + 1)) };
+  })
+  .refine((a) => a.port <= 65535, 'listen port must be at most 65535');
+
+const cronExpr = z.string().min(1, 'cron expressions need five or six fields, e.g. "*/5 * * * *"');
+
+/**
+ * One schema for the config file, the environment and the flags (merged in that order, later wins).
+ * Every field has a default, so `nix-quorum serve` runs with no configuration at all.
+ */
+export const configSchema = z
+  .object({
+    dataDir: z.string().min(1).default('./data'),
+    listen: hostPort.default({ host: '127.0.0.1', port: 8080 }),
+    logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+    quorum: z
+      .object({ defaultThreshold: z.number().int().min(1, 'quorum.defaultThreshold must be at least 1').default(2) })
+      .strict()
+      .default({ defaultThreshold: 2 }),
+    ledger: z
+      .object({
+        origin: z.string().regex(/^[^\s+]+$/, 'ledger.origin must be one token without spaces or "+"').optional(),
+        checkpointIntervalMs: z.number().int().min(0).default(1000),
+        checkpointCron: cronExpr.default('*/5 * * * *'),
+        maxAttestationsPerRequest: z.number().int().min(1).max(100_000).default(1000),
+      })
+      .strict()
+      .default({ checkpointIntervalMs: 1000, checkpointCron: '*/5 * * * *', maxAttestationsPerRequest: 1000 }),
+    substituter: z
+      .object({
+        priority: z.number().int().min(0).default(40),
+        narinfoCacheEntries: z.number().int().min(0).default(100_000),
+      })
+      .strict()
+      .default({ priority: 40, narinfoCacheEntries: 100_000 }),
+    blobStore: blobStoreConfig.default({ type: 'fs' }),
+    upstreams: z.array(z.url('upstreams must be URLs of Nix binary caches')).default([]),
+    compression: z.enum(['none', 'br', 'gzip']).default('br'),
+    gc: z
+      .object({
+        cron: cronExpr.default('17 3 * * *'),
+        retentionDays: z.number().min(0).default(30),
+      })
+      .strict()
+      .default({ cron: '17 3 * * *', retentionDays: 30 }),
+    builder: z
+      .object({
+        server: z.url('builder.server must be the URL of a nix-quorum server').optional(),
+        keyFile: z.string().optional(),
+        spool: z.string().optional(),
+        store: z.string().optional(),
+        agentCron: cronExpr.default('*/1 * * * *'),
+        concurrency: z.number().int().min(1).max(64).default(4),
+      })
+      .strict()
+      .default({ agentCron: '*/1 * * * *', concurrency: 4 }),
+  })
+  .strict();
+
+export type Config = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+/** Environment variables and the config path they set. */
+const ENV: Array<[string, string[]]> = [
+  ['NIX_QUORUM_DATA', ['dataDir']],
+  ['NIX_QUORUM_LISTEN', ['listen']],
+  ['NIX_QUORUM_LOG_LEVEL', ['logLevel']],
+  ['NIX_QUORUM_SERVER', ['builder', 'server']],
+  ['NIX_QUORUM_KEY_FILE', ['builder', 'keyFile']],
+  ['NIX_QUORUM_SPOOL', ['builder', 'spool']],
+  ['NIX_QUORUM_STORE', ['builder', 'store']],
+];
+
+type Json = { [k: string]: unknown };
+
+function setPath(target: Json, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    node[key] = typeof node[key] === 'object' && node[key] !== null ? node[key] : {};
+    node = node[key] as Json;
+  }
+  node[path[path.length - 1]!] = value;
+}
+
+function merge(base: Json, over: Json): Json {
+  const out: Json = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    out[k] = typeof v === 'object' && v !== null && !Array.isArray(v) && typeof out[k] === 'object' && out[k] !== null ? merge(out[k] as Json, v as Json) : v;
+  }
+  return out;
+}
+
+/** Formats zod issues as "path: message" lines that say what to fix and where it came from. */
+export function describeIssues(error: z.ZodError, source: string): string {
+  return error.issues.map((i) => `${source}: ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`).join('\n');
+}
+
+/**
+ * Loads the configuration: file (JSON, from --config or NIX_QUORUM_CONFIG), then environment, then
+ * flags (already shaped like the schema, e.g. {dataDir, listen}). Throws QuorumError 'bad-config'.
+ */
+export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; flags?: Json } = {}): Config {
+  const env = options.env ?? process.env;
+  const file = options.file ?? env.NIX_QUORUM_CONFIG;
+  let fromFile: Json = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new QuorumError('bad-config', `cannot read config file ${file}: ${(e as Error).message}`, { field: 'config' });
+    }
+    try {
+      fromFile = JSON.parse(text) as Json;
+    } catch (e) {
+      throw new QuorumError('bad-config', `config file ${file} is not valid JSON: ${(e as Error).message}`, { field: 'config' });
+    }
+    const fileCheck = configSchema.safeParse(fromFile);
+    if (!fileCheck.success) throw new QuorumError('bad-config', describeIssues(fileCheck.error, `config file ${file}`), { field: 'config' });
+  }
+  const fromEnv: Json = {};
+  for (const [name, path] of ENV) if (env[name]) setPath(fromEnv, path, env[name]);
+  const merged = merge(merge(fromFile, fromEnv), options.flags ?? {});
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) throw new QuorumError('bad-config', describeIssues(parsed.error, 'configuration (file, NIX_QUORUM_* environment and flags)'), { field: 'config' });
+  return { ...parsed.data, dataDir: resolve(parsed.data.dataDir) };
+}

@@ -1,0 +1,72 @@
+import type { Db } from '../db.js';
+import type { Logger } from '../log.js';
+import { formatCheckpoint, signNote, type NoteSignerKey } from './checkpoint.js';
+import type { MerkleLog } from './log.js';
+
+export interface StoredCheckpoint {
+  size: number;
+  rootHash: Buffer;
+  note: string;
+  createdAt: number;
+}
+
+/**
+ * Signs a checkpoint for the current tree after committed batches, at most once per `intervalMs`
+ * (a burst of commits costs one signature), and on demand from the cron re-publish.
+ */
+export class CheckpointPublisher {
+  private timer: NodeJS.Timeout | undefined;
+  private lastSignedAt = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly log: MerkleLog,
+    private readonly signer: NoteSignerKey,
+    private readonly origin: string,
+    private readonly intervalMs: number,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Called after each commit: sign now if the interval passed, else once when it does. */
+  committed(): void {
+    if (this.timer) return;
+    const wait = Math.max(0, this.lastSignedAt + this.intervalMs - Date.now());
+    if (wait === 0) this.publish();
+    else this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.publish();
+    }, wait);
+  }
+
+  /** Signs the current tree head unless it is already the latest checkpoint. */
+  publish(): StoredCheckpoint {
+    this.lastSignedAt = Date.now();
+    const size = this.log.size();
+    const latest = this.latest();
+    if (latest && latest.size === size) return latest;
+    const rootHash = this.log.root(size);
+    const note = signNote(formatCheckpoint({ origin: this.origin, size, rootHash }), this.signer);
+    const createdAt = Date.now();
+    this.db.prepare('INSERT OR IGNORE INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?, ?, ?, ?)').run(size, rootHash, note, createdAt);
+    this.logger.debug('checkpoint signed', { size });
+    return { size, rootHash, note, createdAt };
+  }
+
+  latest(): StoredCheckpoint | undefined {
+    const row = this.db.prepare('SELECT tree_size, root_hash, note, created_at FROM checkpoints ORDER BY tree_size DESC LIMIT 1').get() as
+      | { tree_size: number; root_hash: Buffer; note: string; created_at: number }
+      | undefined;
+    return row && { size: row.tree_size, rootHash: row.root_hash, note: row.note, createdAt: row.created_at };
+  }
+
+  recent(limit: number): StoredCheckpoint[] {
+    return (this.db.prepare('SELECT tree_size, root_hash, note, created_at FROM checkpoints ORDER BY tree_size DESC LIMIT ?').all(limit) as Array<{ tree_size: number; root_hash: Buffer; note: string; created_at: number }>).map(
+      (row) => ({ size: row.tree_size, rootHash: row.root_hash, note: row.note, createdAt: row.created_at }),
+    );
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

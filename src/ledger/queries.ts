@@ -1,0 +1,106 @@
+import type { Db } from '../db.js';
+import type { HashPart } from '../nix/storePath.js';
+import { STORE_DIR } from '../nix/storePath.js';
+
+/** Read-side queries over the ledger shared by the JSON API, the web pages and the CLI. */
+
+export interface AttestationRecord {
+  leafIndex: number;
+  builder: string;
+  drvPath: string;
+  outputName: string;
+  outPath: string;
+  narHash: string;
+  narSize: number;
+  references: string[];
+  signature: string;
+  narinfoSignature: string | null;
+  createdAt: string;
+}
+
+interface AttestationRow {
+  leaf_index: number;
+  builder: string;
+  drv_path: string;
+  output_name: string;
+  out_path: string;
+  nar_hash: string;
+  nar_size: number;
+  refs: string;
+  signature: Buffer;
+  narinfo_signature: string | null;
+  created_at: number;
+}
+
+const SELECT_ATTESTATION = `SELECT a.leaf_index, b.name AS builder, a.drv_path, a.output_name, a.out_path, a.nar_hash, a.nar_size, a.refs,
+  a.signature, a.narinfo_signature, a.created_at FROM attestations a JOIN builders b ON b.id = a.builder_id`;
+
+export function toRecord(r: AttestationRow): AttestationRecord {
+  return {
+    leafIndex: r.leaf_index,
+    builder: r.builder,
+    drvPath: r.drv_path,
+    outputName: r.output_name,
+    outPath: r.out_path,
+    narHash: r.nar_hash,
+    narSize: r.nar_size,
+    references: r.refs === '' ? [] : r.refs.split(','),
+    signature: r.signature.toString('base64'),
+    narinfoSignature: r.narinfo_signature,
+    createdAt: new Date(r.created_at).toISOString(),
+  };
+}
+
+/** Store paths are `/nix/store/<hash>-<name>`: all paths of a hash part are one index range. */
+export function hashPartRange(hashPart: HashPart): [string, string] {
+  return [`${STORE_DIR}/${hashPart}-`, `${STORE_DIR}/${hashPart}.`];
+}
+
+export function attestationsOfHashPart(db: Db, hashPart: HashPart): AttestationRecord[] {
+  const [lo, hi] = hashPartRange(hashPart);
+  return (db.prepare(`${SELECT_ATTESTATION} WHERE a.out_path >= ? AND a.out_path < ? ORDER BY a.leaf_index`).all(lo, hi) as AttestationRow[]).map(toRecord);
+}
+
+export function attestationsByLeaf(db: Db, start: number, end: number): AttestationRecord[] {
+  return (db.prepare(`${SELECT_ATTESTATION} WHERE a.leaf_index >= ? AND a.leaf_index < ? ORDER BY a.leaf_index`).all(start, end) as AttestationRow[]).map(toRecord);
+}
+
+export interface ConflictRecord {
+  builder: string;
+  outPath: string;
+  first: AttestationRecord;
+  second: AttestationRecord;
+  detectedAt: string;
+}
+
+export function conflicts(db: Db, options: { limit: number; outPath?: string }): ConflictRecord[] {
+  const rows = db
+    .prepare(
+      `SELECT b.name AS builder, c.out_path, c.first_leaf, c.second_leaf, c.detected_at FROM conflicts c JOIN builders b ON b.id = c.builder_id
+       ${options.outPath ? 'WHERE c.out_path = ?' : ''} ORDER BY c.detected_at DESC, c.second_leaf DESC LIMIT ?`,
+    )
+    .all(...(options.outPath ? [options.outPath, options.limit] : [options.limit])) as Array<{ builder: string; out_path: string; first_leaf: number; second_leaf: number; detected_at: number }>;
+  const byLeaf = db.prepare(`${SELECT_ATTESTATION} WHERE a.leaf_index = ?`);
+  return rows.map((r) => ({
+    builder: r.builder,
+    outPath: r.out_path,
+    first: toRecord(byLeaf.get(r.first_leaf) as AttestationRow),
+    second: toRecord(byLeaf.get(r.second_leaf) as AttestationRow),
+    detectedAt: new Date(r.detected_at).toISOString(),
+  }));
+}
+
+/** The typed attestation of a stored record (the database only holds validated values). */
+export function attestationOf(r: AttestationRecord): import('./attestation.js').Attestation {
+  return {
+    drvPath: r.drvPath,
+    outputName: r.outputName,
+    outPath: r.outPath,
+    narHash: r.narHash,
+    narSize: r.narSize,
+    references: r.references,
+    builder: r.builder,
+    signature: Buffer.from(r.signature, 'base64'),
+    narinfoSignature: r.narinfoSignature,
+  } as import('./attestation.js').Attestation;
+}

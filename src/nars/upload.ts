@@ -1,0 +1,82 @@
+import { createHash } from 'node:crypto';
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { BlobStore } from '../blobstore/blobStore.js';
+import { compressStream, fileExtension, type CompressionMethod } from '../blobstore/compression.js';
+import { QuorumError } from '../errors.js';
+import { narHashFromDigest, narHashDigest, type NarHash } from '../nix/hash.js';
+import { nix32Encode } from '../nix/nix32.js';
+import { NarVerifier } from '../nix/nar/index.js';
+import type { NarCatalog, NarRecord } from './catalog.js';
+
+/** Blob key of a stored NAR: content-addressed by narHash, so uploads dedupe. */
+export function narBlobKey(narHash: NarHash, compression: CompressionMethod): string {
+  return `nar/${nix32Encode(narHashDigest(narHash))}.nar${fileExtension(compression)}`;
+}
+
+/** Passes bytes through, counting and hashing them (the compressed file's FileHash and FileSize). */
+class FileDigest extends Transform {
+  readonly hash = createHash('sha256');
+  size = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null, data?: Buffer) => void): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    done(null, chunk);
+  }
+}
+
+export interface UploadRequest {
+  narHash: NarHash;
+  narSize: number;
+  body: Readable;
+  compression: CompressionMethod;
+  uploadedBy: number | null;
+}
+
+/**
+ * Streams an uploaded NAR through validation, hashing and compression into the blob store.
+ * The bytes are parsed as a NAR while they arrive; if the NAR is malformed, or its hash or size
+ * differ from the claim, the stream fails before the blob store commits, so nothing is kept.
+ * The catalogue row is written only after the blob is durable.
+ */
+export async function uploadNar(store: BlobStore, catalog: NarCatalog, req: UploadRequest): Promise<{ created: boolean; record: NarRecord }> {
+  const existing = catalog.get(req.narHash);
+  if (existing) {
+    req.body.resume();
+    return { created: false, record: existing };
+  }
+  const verifier = new NarVerifier();
+  // Checks the claim when the NAR ends, before the compressor flushes, so a mismatch aborts the put.
+  const claim = new Transform({
+    transform: (chunk, _enc, done) => done(null, chunk),
+    flush: (done) => {
+      const got = verifier.result;
+      if (!got) return done(new QuorumError('bad-nar', 'the NAR ended before it was complete'));
+      if (got.narSize !== req.narSize) return done(new QuorumError('bad-nar-size', `the NAR has ${got.narSize} bytes, not the declared ${req.narSize}`, { field: 'narSize' }));
+      if (got.narHash !== req.narHash) return done(new QuorumError('bad-nar-hash', `the NAR hashes to ${got.narHash}, not ${req.narHash}`, { field: 'narHash' }));
+      done();
+    },
+  });
+  const digest = new FileDigest();
+  const out = new PassThrough();
+  const flowing = pipeline(req.body, verifier, claim, compressStream(req.compression), digest, out);
+  const key = narBlobKey(req.narHash, req.compression);
+  const [flowed, stored] = await Promise.allSettled([flowing, store.put(key, out)]);
+  // Defence in depth: a store must abort on a failed body, but bytes that failed checks never stay.
+  if (flowed.status === 'rejected' && stored.status === 'fulfilled') await store.delete(key);
+  // A validation error explains a failure best; otherwise the store's own error (a failed put also
+  // tears the pipeline down, which would only say "premature close").
+  if (flowed.status === 'rejected' && flowed.reason instanceof QuorumError) throw flowed.reason;
+  if (stored.status === 'rejected') throw stored.reason;
+  if (flowed.status === 'rejected') throw flowed.reason;
+  const record = {
+    narHash: req.narHash,
+    narSize: req.narSize,
+    blobKey: key,
+    compression: req.compression,
+    fileHash: narHashFromDigest(digest.hash.digest()),
+    fileSize: digest.size,
+  };
+  catalog.add(record, req.uploadedBy);
+  return { created: true, record: catalog.get(req.narHash)! };
+}

@@ -1,0 +1,112 @@
+/**
+ * The quorum rule of design.md, as a pure function: the materialised decisions must always equal this.
+ */
+
+export interface Policy {
+  name: string;
+  /** Key names that count; `null` means "every active builder" (the default policy unless set). */
+  builders: ReadonlySet<string> | null;
+  threshold: number;
+  onConflict: 'block' | 'ignore';
+}
+
+/** One attestation of a path, reduced to what the rule looks at. */
+export interface Vote {
+  builder: string;
+  narHash: string;
+  narSize: number;
+  /** Full store paths, sorted, joined by ','. */
+  refs: string;
+}
+
+export type DecisionStatus = 'quorum' | 'pending' | 'blocked';
+
+export interface Decision {
+  status: DecisionStatus;
+  /** The content that reached quorum (status 'quorum'), else null. */
+  content: { narHash: string; narSize: number; refs: string } | null;
+  /** Keys behind the leading content, sorted. */
+  agreeing: string[];
+  /** Trusted keys that attested another content than the leading one, sorted. */
+  dissenting: string[];
+  /** Trusted keys that signed two different contents; they count for neither. */
+  equivocating: string[];
+  /** Trusted keys that have not attested the path. */
+  missing: string[];
+  threshold: number;
+  trusted: number;
+  reason: string;
+}
+
+const keyOf = (v: Pick<Vote, 'narHash' | 'narSize' | 'refs'>) => `${v.narHash};${v.narSize};${v.refs}`;
+
+/**
+ * @param votes every attestation of one output path, from any builder
+ * @param active names of builders whose keys are not revoked
+ */
+export function evaluate(policy: Policy, votes: readonly Vote[], active: ReadonlySet<string>): Decision {
+  // 1. The denominator: the policy's key set, less revoked keys (revocation removes votes everywhere).
+  const trusted = [...(policy.builders ?? active)].filter((b) => active.has(b)).sort();
+  const trustedSet = new Set(trusted);
+
+  // 2. Each trusted key's distinct contents for this path.
+  const contentsByKey = new Map<string, Map<string, Vote>>();
+  for (const v of votes) {
+    if (!trustedSet.has(v.builder)) continue;
+    const contents = contentsByKey.get(v.builder) ?? new Map<string, Vote>();
+    contents.set(keyOf(v), v);
+    contentsByKey.set(v.builder, contents);
+  }
+
+  // 3. A key that signed two contents counts for neither; the others vote for their one content.
+  const equivocating: string[] = [];
+  const tally = new Map<string, { vote: Vote; keys: string[] }>();
+  for (const [key, contents] of contentsByKey) {
+    if (contents.size > 1) {
+      equivocating.push(key);
+      continue;
+    }
+    const [content, vote] = [...contents][0]!;
+    const entry = tally.get(content) ?? { vote, keys: [] };
+    entry.keys.push(key);
+    tally.set(content, entry);
+  }
+  equivocating.sort();
+
+  // 4. The leading content: most keys; ties broken by content text so the result is deterministic.
+  const ranked = [...tally.entries()].sort((a, b) => b[1].keys.length - a[1].keys.length || (a[0] < b[0] ? -1 : 1));
+  const leader = ranked[0];
+  const agreeing = leader ? [...leader[1].keys].sort() : [];
+  const leaderKey = leader?.[0];
+  const dissenting = trusted.filter((k) => {
+    const contents = contentsByKey.get(k);
+    return contents !== undefined && !equivocating.includes(k) && !contents.has(leaderKey!);
+  });
+  const missing = trusted.filter((k) => !contentsByKey.has(k));
+  const base = { agreeing, dissenting, equivocating, missing, threshold: policy.threshold, trusted: trusted.length };
+
+  // 5. Under "block", any trusted key attesting a different content (including an equivocating key,
+  //    which by definition attested a content other than the leader's) blocks the path.
+  const disagreement = ranked.length > 1 || equivocating.length > 0;
+  if (policy.onConflict === 'block' && disagreement) {
+    return { ...base, status: 'blocked', content: null, reason: blockedReason(ranked.length, dissenting, equivocating) };
+  }
+
+  // 6. Quorum: at least k distinct keys agree; with "ignore", a second content also reaching k makes it ambiguous.
+  const reaching = ranked.filter(([, e]) => e.keys.length >= policy.threshold);
+  if (reaching.length === 1 && leader) {
+    const { narHash, narSize, refs } = leader[1].vote;
+    return { ...base, status: 'quorum', content: { narHash, narSize, refs }, reason: `${agreeing.length} of ${trusted.length} trusted keys agree (threshold ${policy.threshold})` };
+  }
+  if (reaching.length > 1) {
+    return { ...base, status: 'pending', content: null, reason: `ambiguous: ${reaching.length} different contents each reach the threshold ${policy.threshold}` };
+  }
+  return { ...base, status: 'pending', content: null, reason: `${agreeing.length} of ${trusted.length} trusted keys agree; ${policy.threshold} needed` };
+}
+
+function blockedReason(contents: number, dissenting: string[], equivocating: string[]): string {
+  const parts: string[] = [];
+  if (contents > 1) parts.push(`trusted keys attest ${contents} different contents${dissenting.length ? ` (dissenting: ${dissenting.join(', ')})` : ''}`);
+  if (equivocating.length) parts.push(`equivocating keys: ${equivocating.join(', ')}`);
+  return `blocked (onConflict: block): ${parts.join('; ')}`;
+}

@@ -1,0 +1,81 @@
+import cron from 'node-cron';
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config.js';
+import { dataPaths } from './dataDir.js';
+import { createLogger } from './log.js';
+import { createMetrics } from './metrics.js';
+import { createHttpServer } from './server.js';
+import { openService, type Service } from './service.js';
+import { formatPublicKey } from './nix/keys.js';
+import { createBlobStore } from './blobstore/config.js';
+import { NarCatalog } from './nars/catalog.js';
+import { narRoutes } from './nars/routes.js';
+import { substituterHandler } from './substituter/handler.js';
+
+export interface RunningServer {
+  service: Service;
+  catalog: NarCatalog;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Opens the data directory and serves every role until close(). */
+export async function startServer(config: Config): Promise<RunningServer> {
+  const logger = createLogger(config.logLevel);
+  const service = openService(config, logger);
+  const metrics = createMetrics();
+  service.ingestor.onCommitted(() => metrics.commits.inc());
+  const blobs = await createBlobStore(config.blobStore, config.dataDir);
+  const catalog = new NarCatalog(service.db);
+  const substituter = substituterHandler({
+    db: service.db,
+    decisions: service.decisions,
+    catalog,
+    blobs,
+    cacheKey: service.cacheKey,
+    priority: config.substituter.priority,
+    cacheEntries: config.substituter.narinfoCacheEntries,
+    metrics,
+    logger,
+  });
+  const server = createHttpServer(service, metrics, {
+    api: [narRoutes({ blobs, catalog, registry: service.registry, compression: config.compression, metrics })],
+    pages: [],
+    fast: [substituter.handle],
+  });
+  const republish = cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  logger.info('listening', { url, dataDir: config.dataDir, origin: service.origin });
+  process.stdout.write(
+    [
+      `nix-quorum serving on ${url}`,
+      `  admin token:  ${dataPaths(config.dataDir).adminToken}`,
+      `  log key:      ${service.noteVerifierText}`,
+      'Clients add to nix.conf:',
+      `  extra-substituters = ${url}`,
+      `  extra-trusted-public-keys = ${formatPublicKey(service.cacheKey.publicKey)}`,
+      '',
+    ].join('\n'),
+  );
+
+  return {
+    service,
+    catalog,
+    url,
+    async close() {
+      republish.stop();
+      substituter.stop();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+      service.close();
+    },
+  };
+}

@@ -1,0 +1,45 @@
+import express, { type Router } from 'express';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { apiRoutes } from './api/routes.js';
+import { jsonErrors } from './http/errors.js';
+import type { Metrics } from './metrics.js';
+import type { Service } from './service.js';
+
+/** A handler that answers the request and returns true, or returns false to pass it on. */
+export type FastHandler = (req: IncomingMessage, res: ServerResponse) => boolean;
+
+/**
+ * One listener for every role. The substituter's hot path is a bare node:http handler tried first
+ * (express costs ~10x per request); everything else goes through express.
+ */
+export interface Routes {
+  /** Mounted under /api/v1. */
+  api: Router[];
+  /** Mounted at the root (web pages). */
+  pages: Router[];
+  /** Tried before express. */
+  fast: FastHandler[];
+}
+
+export function createHttpServer(service: Service, metrics: Metrics, routes: Routes): Server {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use('/api/v1', apiRoutes(service), ...routes.api);
+  app.get('/healthz', (_req, res) => {
+    service.db.prepare('SELECT 1').get();
+    res.type('text/plain').send('ok\n');
+  });
+  app.get('/metrics', async (_req, res) => {
+    metrics.treeSize.set(service.log.size());
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  for (const pages of routes.pages) app.use(pages);
+  app.use((req, res) => res.status(404).type('text/plain').send(`not found: ${req.path}\n`));
+  app.use(jsonErrors(service.logger));
+
+  return createServer((req, res) => {
+    for (const handler of routes.fast) if (handler(req, res)) return;
+    app(req, res);
+  });
+}

@@ -1,0 +1,269 @@
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { BlobRange, BlobStore } from '../blobstore/blobStore.js';
+import type { Db } from '../db.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { NarCatalog } from '../nars/catalog.js';
+import { narHashFromDigest, type NarHash } from '../nix/hash.js';
+import type { SecretKey } from '../nix/keys.js';
+import { NARINFO_CONTENT_TYPE } from '../nix/narinfo.js';
+import { nix32Decode } from '../nix/nix32.js';
+import { hashPartOf, type HashPart, type StorePath } from '../nix/storePath.js';
+import type { Policy } from '../quorum/evaluate.js';
+import type { DecisionMaterializer } from '../quorum/decisions.js';
+import { QuorumLookup, renderNarInfo, type QuorumPath } from './narinfo.js';
+
+/** What the substituter needs; an upstream lookup is optional (only with configured upstream caches). */
+export interface SubstituterDeps {
+  db: Db;
+  decisions: DecisionMaterializer;
+  catalog: NarCatalog;
+  blobs: BlobStore;
+  cacheKey: SecretKey;
+  priority: number;
+  cacheEntries: number;
+  metrics: Metrics;
+  logger: Logger;
+  /** Finds a NAR with this hash held by an upstream cache; records it in the catalogue when found. */
+  upstream?: (hashPart: HashPart, path: QuorumPath) => Promise<boolean>;
+}
+
+const NARINFO = /^([0123456789abcdfghijklmnpqrsvwxyz]{32})\.narinfo$/;
+const NAR_FILE = /^([0123456789abcdfghijklmnpqrsvwxyz]{52})\.nar(\.[a-z0-9]+)?$/;
+const POLICY_PREFIX = /^\/policy\/([A-Za-z0-9._\-]{1,64})\/(.*)$/;
+
+/**
+ * The Nix substituter routes on bare node:http: nix-cache-info, narinfo and NAR files, for the
+ * default policy at the root and every policy under /policy/<name>/. Returns false for other URLs.
+ */
+export function substituterHandler(deps: SubstituterDeps): { handle: (req: IncomingMessage, res: ServerResponse) => boolean; stop: () => void } {
+  const lookup = new QuorumLookup(deps.db);
+  // Rendered narinfo (or null for "not advertised") per policy and hash part.
+  const cache = new Map<string, string | null>();
+  const invalidate = (outPaths: Set<string> | 'all') => {
+    if (outPaths === 'all') return cache.clear();
+    for (const p of outPaths) for (const policy of deps.decisions.getPolicies()) cache.delete(`${policy.name}\0${hashPartOf(p as StorePath)}`);
+  };
+  deps.decisions.onChange(invalidate);
+  deps.catalog.onAdd((narHash) => {
+    const paths = deps.db.prepare('SELECT DISTINCT out_path FROM decisions WHERE nar_hash = ?').pluck().all(narHash) as string[];
+    invalidate(new Set(paths));
+  });
+  // Other processes (admin CLI, a separate ingest node) commit to the same database: drop the cache
+  // when SQLite says the file changed under us.
+  let dataVersion = deps.db.pragma('data_version', { simple: true });
+  const poll = setInterval(() => {
+    const now = deps.db.pragma('data_version', { simple: true });
+    if (now !== dataVersion) {
+      dataVersion = now;
+      deps.decisions.reloadPolicies();
+      cache.clear();
+    }
+  }, 250);
+  poll.unref();
+
+  const remember = (key: string, value: string | null) => {
+    if (cache.size >= deps.cacheEntries) cache.delete(cache.keys().next().value!);
+    cache.set(key, value);
+  };
+
+  const policyNamed = (name: string): Policy | undefined => deps.decisions.getPolicies().find((p) => p.name === name);
+
+  function send(res: ServerResponse, status: number, type: string, body: string, head: boolean, extra: Record<string, string> = {}): void {
+    const bytes = Buffer.from(body);
+    res.writeHead(status, { 'content-type': type, 'content-length': bytes.length, ...extra });
+    res.end(head ? undefined : bytes);
+  }
+
+  async function narinfo(res: ServerResponse, policy: Policy, hashPart: HashPart, head: boolean): Promise<void> {
+    const started = process.hrtime.bigint();
+    const key = `${policy.name}\0${hashPart}`;
+    let text = cache.get(key);
+    if (text === undefined) {
+      const path = lookup.find(policy.name, hashPart);
+      if (path && !path.nar && deps.upstream && (await deps.upstream(hashPart, path))) {
+        text = renderOrNull(lookup.find(policy.name, hashPart));
+      } else {
+        text = renderOrNull(path);
+      }
+      remember(key, text);
+    }
+    const result = text === null ? 'miss' : 'hit';
+    deps.metrics.narinfoRequests.inc({ policy: policy.name, result });
+    deps.metrics.narinfoSeconds.observe({ result }, Number(process.hrtime.bigint() - started) / 1e9);
+    if (text === null) send(res, 404, 'text/plain', 'not advertised: no quorum for this path, or its NAR is not available\n', head);
+    else send(res, 200, NARINFO_CONTENT_TYPE, text, head);
+  }
+
+  function renderOrNull(path: QuorumPath | undefined): string | null {
+    return path?.nar ? renderNarInfo(path, path.nar, deps.cacheKey) : null;
+  }
+
+  async function nar(req: IncomingMessage, res: ServerResponse, file: string, head: boolean): Promise<void> {
+    const m = NAR_FILE.exec(file);
+    if (!m) return send(res, 400, 'text/plain', 'bad NAR file name: expected nar/<52 nix32 chars>.nar[.<compression>]\n', head);
+    const narHash = narHashFromDigest(nix32Decode(m[1]!, 32)) as NarHash;
+    const record = deps.catalog.get(narHash);
+    if (!record || record.blobKey !== `nar/${file}`) {
+      deps.metrics.narRequests.inc({ result: 'miss' });
+      return send(res, 404, 'text/plain', 'no such NAR\n', head);
+    }
+    const range = parseRange(req.headers.range, record.fileSize);
+    if (range === 'unsatisfiable') {
+      return send(res, 416, 'text/plain', 'range not satisfiable\n', head, { 'content-range': `bytes */${record.fileSize}` });
+    }
+    let blob;
+    try {
+      blob = await deps.blobs.get(record.blobKey, range ?? undefined);
+    } catch (error) {
+      deps.metrics.blobErrors.inc({ op: 'get' });
+      deps.logger.error('blob store read failed', { key: record.blobKey, store: deps.blobs.describe, err: error });
+      return send(res, 503, 'text/plain', 'blob store unavailable, retry\n', head, { 'retry-after': '5' });
+    }
+    if (!blob) {
+      deps.metrics.blobErrors.inc({ op: 'missing' });
+      deps.logger.error('catalogued NAR is missing from the blob store', { key: record.blobKey, store: deps.blobs.describe });
+      return send(res, 404, 'text/plain', 'NAR missing from the blob store\n', head);
+    }
+    const length = blob.end - blob.start + 1;
+    res.writeHead(range ? 206 : 200, {
+      'content-type': 'application/x-nix-nar',
+      'content-length': length,
+      'accept-ranges': 'bytes',
+      ...(range ? { 'content-range': `bytes ${blob.start}-${blob.end}/${blob.size}` } : {}),
+    });
+    if (head) {
+      blob.body.destroy();
+      res.end();
+      return;
+    }
+    deps.metrics.narRequests.inc({ result: range ? 'partial' : 'full' });
+    // A whole-file read is checked against FileHash; the last chunk is held back until it matches,
+    // so a corrupt store makes the download fail instead of handing Nix bad bytes.
+    const stages: NodeJS.ReadWriteStream[] = range ? [] : [new VerifyFile(record.fileHash, record.fileSize)];
+    try {
+      await pipeline([blob.body, ...stages, countBytes(deps.metrics), res]);
+    } catch (error) {
+      if ((error as { code?: string }).code === 'corrupt-blob') {
+        deps.metrics.blobErrors.inc({ op: 'corrupt' });
+        deps.logger.error('blob store returned corrupted NAR bytes', { key: record.blobKey, store: deps.blobs.describe, err: error });
+      }
+      res.destroy();
+    }
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    let rest = (q === -1 ? url : url.slice(0, q)).slice(1);
+    let policy: Policy | undefined;
+    if (rest.startsWith('policy/')) {
+      const m = POLICY_PREFIX.exec(`/${rest}`);
+      if (!m) return false;
+      policy = policyNamed(m[1]!);
+      rest = m[2]!;
+      if (!policy) {
+        if (rest === 'nix-cache-info' || rest.endsWith('.narinfo') || rest.startsWith('nar/')) {
+          send(res, 404, 'text/plain', `no policy named ${m[1]}\n`, req.method === 'HEAD');
+          return true;
+        }
+        return false;
+      }
+    } else {
+      policy = policyNamed('default');
+    }
+    const head = req.method === 'HEAD';
+    if (rest === 'nix-cache-info') {
+      send(res, 200, 'text/x-nix-cache-info', `StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${deps.priority}\n`, head);
+      return true;
+    }
+    if (rest.endsWith('.narinfo')) {
+      const m = NARINFO.exec(rest);
+      if (!m) {
+        deps.metrics.narinfoRequests.inc({ policy: policy?.name ?? 'default', result: 'bad' });
+        send(res, 400, 'text/plain', 'bad narinfo name: expected <32 nix32 chars>.narinfo\n', head);
+      } else if (!policy) {
+        send(res, 404, 'text/plain', 'no default policy\n', head);
+      } else {
+        fail(res, narinfo(res, policy, m[1] as HashPart, head));
+      }
+      return true;
+    }
+    if (rest.startsWith('nar/')) {
+      fail(res, nar(req, res, rest.slice(4), head));
+      return true;
+    }
+    return false;
+  }
+
+  function fail(res: ServerResponse, work: Promise<void>): void {
+    work.catch((error: unknown) => {
+      deps.logger.error('substituter request failed', { err: error });
+      if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n', false);
+      else res.destroy();
+    });
+  }
+
+  return { handle, stop: () => clearInterval(poll) };
+}
+
+/** Parses a single `Range: bytes=…` header; several ranges are answered with the whole file (RFC 9110 allows it). */
+export function parseRange(header: string | undefined, size: number): BlobRange | null | 'unsatisfiable' {
+  if (!header) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    if (suffix === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (start >= size || end < start) return 'unsatisfiable';
+  return { start, end };
+}
+
+/** Checks SHA-256 and size of a whole file while streaming, holding the last chunk until both match. */
+class VerifyFile extends Transform {
+  private readonly hash = createHash('sha256');
+  private size = 0;
+  private held: Buffer | null = null;
+
+  constructor(
+    private readonly expectedHash: string,
+    private readonly expectedSize: number,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    if (this.held) this.push(this.held);
+    this.held = chunk;
+    done();
+  }
+
+  override _flush(done: (err?: Error | null) => void): void {
+    const got = narHashFromDigest(this.hash.digest());
+    if (got !== this.expectedHash || this.size !== this.expectedSize) {
+      const error = Object.assign(new Error(`stored file hashes to ${got} (${this.size} bytes), catalogue says ${this.expectedHash} (${this.expectedSize} bytes)`), { code: 'corrupt-blob' });
+      return done(error);
+    }
+    if (this.held) this.push(this.held);
+    done();
+  }
+}
+
+function countBytes(metrics: Metrics): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      metrics.narBytes.inc(chunk.length);
+      done(null, chunk);
+    },
+  });
+}
