@@ -23,36 +23,47 @@ const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 const KEY_NAME = /^[A-Za-z0-9._+\-]+$/;
 
-function splitNamed(text: string, what: string, field: string): [string, Buffer] {
+function splitNamed(text: unknown, what: string, field: string, code: string): [string, Buffer] {
+  if (typeof text !== 'string') throw new QuorumError(code, `${field}: ${what} must be a string`, { field });
   const colon = text.indexOf(':');
-  if (colon <= 0) throw new QuorumError('bad-key', `${what} must look like name:base64, got no name`, { field });
+  if (colon <= 0) throw new QuorumError(code, `${field}: ${what} must look like name:base64, got no name`, { field });
   const name = text.slice(0, colon);
-  if (!KEY_NAME.test(name)) throw new QuorumError('bad-key', `${what} name ${JSON.stringify(name)} may only hold letters, digits and . _ + -`, { field });
-  const body = text.slice(colon + 1).trim();
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body)) throw new QuorumError('bad-key', `${what} is not valid base64 after the name`, { field });
-  return [name, Buffer.from(body, 'base64')];
+  if (!KEY_NAME.test(name)) throw new QuorumError(code, `${field}: ${what} name ${JSON.stringify(name.slice(0, 80))} may only hold letters, digits and . _ + -`, { field });
+  const body = text.slice(colon + 1);
+  const raw = Buffer.from(body, 'base64');
+  // Node's decoder skips junk; re-encoding catches it, so one key or signature has exactly one spelling.
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body) || raw.toString('base64') !== body) {
+    throw new QuorumError(code, `${field}: ${what} is not canonical base64 after the name`, { field });
+  }
+  return [name, raw];
 }
 
 export function publicKeyFromRaw(name: string, raw: Buffer): PublicKey {
   return { name, raw, key: createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' }) };
 }
 
+/** Parses `name:base64(32 bytes)`; surrounding whitespace (a key file's newline) is ignored. */
 export function parsePublicKey(text: string, field = 'publicKey'): PublicKey {
-  const [name, raw] = splitNamed(text.trim(), 'public key', field);
-  if (raw.length !== 32) throw new QuorumError('bad-key', `public key must hold 32 bytes, got ${raw.length}`, { field });
+  const [name, raw] = splitNamed(trimIfString(text), 'public key', field, 'bad-key');
+  if (raw.length !== 32) throw new QuorumError('bad-key', `${field}: public key must hold 32 bytes, got ${raw.length}`, { field });
   return publicKeyFromRaw(name, raw);
 }
 
+/** Parses `name:base64(32-byte seed || 32-byte public key)`, the format of `nix-store --generate-binary-cache-key`. */
 export function parseSecretKey(text: string, field = 'secretKey'): SecretKey {
-  const [name, raw] = splitNamed(text.trim(), 'secret key', field);
-  if (raw.length !== 64) throw new QuorumError('bad-key', `secret key must hold 64 bytes (seed and public key), got ${raw.length}`, { field });
+  const [name, raw] = splitNamed(trimIfString(text), 'secret key', field, 'bad-key');
+  if (raw.length !== 64) throw new QuorumError('bad-key', `${field}: secret key must hold 64 bytes (seed and public key), got ${raw.length}`, { field });
   const seed = raw.subarray(0, 32);
   const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
   const publicKey = publicKeyFromRaw(name, rawPublicKey(createPublicKey(key)));
   if (!publicKey.raw.equals(raw.subarray(32))) {
-    throw new QuorumError('bad-key', 'secret key: its public half does not match its seed', { field });
+    throw new QuorumError('bad-key', `${field}: secret key's public half does not match its seed`, { field });
   }
   return { name, seed: Buffer.from(seed), key, publicKey };
+}
+
+function trimIfString(text: unknown): unknown {
+  return typeof text === 'string' ? text.trim() : text;
 }
 
 function rawPublicKey(key: KeyObject): Buffer {
@@ -87,6 +98,19 @@ export function verifyRaw(key: PublicKey, message: Uint8Array | string, signatur
 /** Nix signature string `name:base64(sig)`, as in a narinfo `Sig:` line. */
 export function signNix(key: SecretKey, message: string): string {
   return `${key.name}:${signRaw(key, message).toString('base64')}`;
+}
+
+export interface NixSignature {
+  readonly keyName: string;
+  /** 64 raw bytes. */
+  readonly signature: Buffer;
+}
+
+/** Parses a Nix signature string `name:base64(64 bytes)`, e.g. a narinfo `Sig:` value. */
+export function parseNixSignature(text: string, field = 'signature'): NixSignature {
+  const [keyName, signature] = splitNamed(text, 'signature', field, 'bad-signature');
+  if (signature.length !== 64) throw new QuorumError('bad-signature', `${field}: signature must hold 64 bytes, got ${signature.length}`, { field });
+  return { keyName, signature };
 }
 
 /** Checks a Nix `name:base64(sig)` signature; false on a different key name or bad signature. */

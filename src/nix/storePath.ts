@@ -35,8 +35,9 @@ export function parseStorePathBaseName(text: string, field = 'storePath'): strin
 }
 
 export function parseStorePath(text: string, field = 'storePath'): StorePath {
-  if (typeof text !== 'string' || !text.startsWith(`${STORE_DIR}/`)) {
-    throw new QuorumError('bad-store-path', `${field} must start with ${STORE_DIR}/, got ${JSON.stringify(String(text).slice(0, 120))}`, { field });
+  if (typeof text !== 'string') throw new QuorumError('bad-store-path', `${field} must be a string, got ${text === null ? 'null' : typeof text}`, { field });
+  if (!text.startsWith(`${STORE_DIR}/`)) {
+    throw new QuorumError('bad-store-path', `${field} must start with ${STORE_DIR}/, got ${JSON.stringify(text.slice(0, 120))}`, { field });
   }
   parseStorePathBaseName(text.slice(STORE_DIR.length + 1), field);
   return text as StorePath;
