@@ -1,12 +1,10 @@
 import cron from 'node-cron';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config.js';
-import { dataPaths } from './dataDir.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { createHttpServer } from './server.js';
 import { openService, type Service } from './service.js';
-import { formatPublicKey } from './nix/keys.js';
 import { createBlobStore } from './blobstore/config.js';
 import { NarCatalog } from './nars/catalog.js';
 import { narRoutes } from './nars/routes.js';
@@ -53,18 +51,6 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   logger.info('listening', { url, dataDir: config.dataDir, origin: service.origin });
-  process.stdout.write(
-    [
-      `nix-quorum serving on ${url}`,
-      `  admin token:  ${dataPaths(config.dataDir).adminToken}`,
-      `  log key:      ${service.noteVerifierText}`,
-      'Clients add to nix.conf:',
-      `  extra-substituters = ${url}`,
-      `  extra-trusted-public-keys = ${formatPublicKey(service.cacheKey.publicKey)}`,
-      '',
-    ].join('\n'),
-  );
-
   return {
     service,
     catalog,

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { startServer } from '../serve.js';
 import { loadConfig } from '../config.js';
+import { dataPaths } from '../dataDir.js';
+import { formatPublicKey } from '../nix/keys.js';
 import { action } from './run.js';
 
 export function registerServe(program: Command): void {
@@ -14,7 +16,20 @@ export function registerServe(program: Command): void {
       const flags: Record<string, unknown> = {};
       if (opts.data) flags.dataDir = opts.data;
       if (opts.listen) flags.listen = opts.listen;
-      const running = await startServer(loadConfig({ file: opts.config, flags }));
+      const config = loadConfig({ file: opts.config, flags });
+      const running = await startServer(config);
+      const { url, service } = running;
+      process.stdout.write(
+        [
+          `nix-quorum serving on ${url}`,
+          `  admin token:  ${dataPaths(config.dataDir).adminToken}`,
+          `  log key:      ${service.noteVerifierText}`,
+          'Clients add to nix.conf:',
+          `  extra-substituters = ${url}`,
+          `  extra-trusted-public-keys = ${formatPublicKey(service.cacheKey.publicKey)}`,
+          '',
+        ].join('\n'),
+      );
       const stop = () => {
         running.close().then(() => process.exit(0), () => process.exit(1));
       };

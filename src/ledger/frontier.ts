@@ -1,0 +1,33 @@
+import { EMPTY_ROOT, nodeHash } from './merkle.js';
+
+/**
+ * The right edge of a growing Merkle tree: one hash per complete subtree, O(log n) memory.
+ * Enough to know the RFC 9162 root at every size while leaves stream past, which is what an
+ * auditor replaying millions of entries needs.
+ */
+export class TreeFrontier {
+  private readonly levels: number[] = [];
+  private readonly hashes: Buffer[] = [];
+  size = 0;
+
+  push(leafHash: Buffer): void {
+    let level = 0;
+    let hash = leafHash;
+    while (this.levels.length > 0 && this.levels[this.levels.length - 1] === level) {
+      this.levels.pop();
+      hash = nodeHash(this.hashes.pop()!, hash);
+      level++;
+    }
+    this.levels.push(level);
+    this.hashes.push(hash);
+    this.size++;
+  }
+
+  /** MTH of the leaves pushed so far: complete subtrees folded right to left. */
+  root(): Buffer {
+    if (this.hashes.length === 0) return EMPTY_ROOT;
+    let hash = this.hashes[this.hashes.length - 1]!;
+    for (let i = this.hashes.length - 2; i >= 0; i--) hash = nodeHash(this.hashes[i]!, hash);
+    return hash;
+  }
+}

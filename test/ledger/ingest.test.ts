@@ -1,0 +1,81 @@
+import { rmSync } from 'node:fs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parseAttestation } from '../../src/ledger/attestation.js';
+import { createLogger } from '../../src/log.js';
+import { generateSecretKey, type SecretKey } from '../../src/nix/keys.js';
+import { openService, type Service } from '../../src/service.js';
+import { tempDir } from '../helpers/nix.js';
+import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+
+describe('Ingestor', () => {
+  let dir: string;
+  let service: Service;
+  let alice: SecretKey;
+  let bob: SecretKey;
+
+  beforeEach(() => {
+    dir = tempDir('ingest');
+    service = openService(testConfig(dir), createLogger('error'));
+    alice = generateSecretKey('alice-1');
+    bob = generateSecretKey('bob-1');
+    service.registry.add(alice.publicKey);
+    service.registry.add(bob.publicKey);
+  });
+  afterEach(() => {
+    service.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const submit = (...items: unknown[]) => service.ingestor.submit(items.map((i) => parseAttestation(i)));
+
+  it('accepts, deduplicates and keeps both statements of an equivocating key as evidence', async () => {
+    const outPath = randomStorePath('hello');
+    const first = signedAttestation(alice, { outPath, narHash: randomNarHash() });
+    expect(await submit(first)).toEqual([{ status: 'accepted', leafIndex: 0 }]);
+    expect(await submit(first)).toEqual([{ status: 'duplicate', leafIndex: 0 }]);
+    const other = signedAttestation(alice, { outPath, narHash: randomNarHash() });
+    expect(await submit(other)).toEqual([{ status: 'conflict', leafIndex: 1, conflictsWith: [0] }]);
+    expect(service.log.size()).toBe(2);
+    const rows = service.db.prepare('SELECT first_leaf, second_leaf FROM conflicts').all();
+    expect(rows).toEqual([{ first_leaf: 0, second_leaf: 1 }]);
+  });
+
+  it('rejects unknown keys, revoked keys and bad signatures without writing anything', async () => {
+    const outPath = randomStorePath();
+    const mallory = generateSecretKey('mallory-1');
+    const forged = { ...signedAttestation(alice, { outPath, narHash: randomNarHash() }), narSize: 99 };
+    const byOtherKey = { ...signedAttestation(bob, { outPath, narHash: randomNarHash() }), builder: 'alice-1' };
+    const results = await submit(signedAttestation(mallory, { outPath, narHash: randomNarHash() }), forged, byOtherKey);
+    expect(results.map((r) => r.status === 'rejected' && r.code)).toEqual(['unknown-builder', 'bad-signature', 'bad-signature']);
+    service.registry.revoke('bob-1');
+    const [revoked] = await submit(signedAttestation(bob, { outPath, narHash: randomNarHash() }));
+    expect(revoked).toMatchObject({ status: 'rejected', code: 'revoked-builder' });
+    expect(service.log.size()).toBe(0);
+    expect(service.db.prepare('SELECT COUNT(*) AS n FROM attestations').get()).toEqual({ n: 0 });
+  });
+
+  it('group-commits concurrent submissions: far fewer commits than attestations', async () => {
+    const before = service.ingestor.stats.commits;
+    const results = await Promise.all(
+      Array.from({ length: 500 }, () => submit(signedAttestation(alice, { outPath: randomStorePath(), narHash: randomNarHash() }))),
+    );
+    expect(results.flat().every((r) => r.status === 'accepted')).toBe(true);
+    expect(new Set(results.flat().map((r) => (r as { leafIndex: number }).leafIndex)).size).toBe(500);
+    const commits = service.ingestor.stats.commits - before;
+    expect(commits).toBeGreaterThan(0);
+    expect(commits).toBeLessThanOrEqual(5);
+    expect(service.log.size()).toBe(500);
+  });
+
+  it('keeps the materialised decision in step with each commit', async () => {
+    const outPath = randomStorePath('quorum');
+    const narHash = randomNarHash();
+    await submit(signedAttestation(alice, { outPath, narHash }));
+    const decision = () => service.db.prepare("SELECT status, agreeing FROM decisions WHERE policy = 'default' AND out_path = ?").get(outPath);
+    expect(decision()).toEqual({ status: 'pending', agreeing: 1 });
+    await submit(signedAttestation(bob, { outPath, narHash }));
+    expect(decision()).toEqual({ status: 'quorum', agreeing: 2 });
+    service.registry.revoke('bob-1');
+    expect(decision()).toEqual({ status: 'pending', agreeing: 1 });
+  });
+});

@@ -1,0 +1,85 @@
+import fc from 'fast-check';
+import { rmSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { parseAttestation } from '../../src/ledger/attestation.js';
+import { createLogger } from '../../src/log.js';
+import { generateSecretKey } from '../../src/nix/keys.js';
+import { openService } from '../../src/service.js';
+import { tempDir } from '../helpers/nix.js';
+import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+
+/**
+ * The rule of design.md, written again independently of src/quorum/evaluate.ts:
+ * P is advertised iff >= k distinct keys of the policy's set (less revoked keys) signed agreeing
+ * content; a key with two contents counts for neither; under "block" any trusted key attesting a
+ * content other than the winner blocks P.
+ */
+function reference(
+  policy: { builders: string[] | null; threshold: number; onConflict: 'block' | 'ignore' },
+  votes: Array<{ builder: string; content: string }>,
+  active: Set<string>,
+): { advertised: string | null; blocked: boolean } {
+  const trusted = new Set((policy.builders ?? [...active]).filter((b) => active.has(b)));
+  const byKey = new Map<string, Set<string>>();
+  for (const v of votes) if (trusted.has(v.builder)) byKey.set(v.builder, (byKey.get(v.builder) ?? new Set()).add(v.content));
+  const counts = new Map<string, number>();
+  for (const contents of byKey.values()) if (contents.size === 1) for (const c of contents) counts.set(c, (counts.get(c) ?? 0) + 1);
+  const allContents = new Set([...byKey.values()].flatMap((s) => [...s]));
+  const reaching = [...counts].filter(([, n]) => n >= policy.threshold);
+  if (policy.onConflict === 'block' && allContents.size > 1) return { advertised: null, blocked: true };
+  if (reaching.length === 1) return { advertised: reaching[0]![0], blocked: false };
+  return { advertised: null, blocked: false };
+}
+
+const BUILDERS = ['b0', 'b1', 'b2', 'b3', 'b4'];
+
+describe('materialised decisions', () => {
+  it('always equal a direct evaluation of the rule, through attestations, revocations and policy changes', async () => {
+    const keys = new Map(BUILDERS.map((b) => [b, generateSecretKey(b)]));
+    const paths = Array.from({ length: 4 }, (_, i) => randomStorePath(`p${i}`));
+    const contents = Array.from({ length: 3 }, () => randomNarHash());
+    const policyArb = fc.record({
+      builders: fc.option(fc.subarray(BUILDERS, { minLength: 1 }), { nil: null }),
+      threshold: fc.integer({ min: 1, max: 4 }),
+      onConflict: fc.constantFrom('block' as const, 'ignore' as const),
+    }).filter((p) => p.builders === null || p.threshold <= p.builders.length);
+    const scenario = fc.record({
+      votes: fc.array(fc.record({ builder: fc.constantFrom(...BUILDERS), path: fc.nat(paths.length - 1), content: fc.nat(contents.length - 1) }), { maxLength: 30 }),
+      policy: policyArb,
+      later: policyArb,
+      revoke: fc.option(fc.constantFrom(...BUILDERS), { nil: null }),
+    });
+
+    await fc.assert(
+      fc.asyncProperty(scenario, async ({ votes, policy, later, revoke }) => {
+        const dir = tempDir('decisions');
+        const service = openService(testConfig(dir), createLogger('error'));
+        try {
+          for (const k of keys.values()) service.registry.add(k.publicKey);
+          service.decisions.setPolicy({ name: 'p', threshold: policy.threshold, onConflict: policy.onConflict, builders: policy.builders && new Set(policy.builders) });
+          await service.ingestor.submit(
+            votes.map((v) => parseAttestation(signedAttestation(keys.get(v.builder)!, { outPath: paths[v.path]!, narHash: contents[v.content]! }))),
+          );
+          const check = (p: typeof policy) => {
+            const active = new Set(service.registry.active().map((b) => b.name));
+            for (const [i, outPath] of paths.entries()) {
+              const expected = reference(p, votes.filter((v) => v.path === i).map((v) => ({ builder: v.builder, content: contents[v.content]! })), active);
+              const row = service.db.prepare("SELECT status, nar_hash FROM decisions WHERE policy = 'p' AND out_path = ?").get(outPath) as { status: string; nar_hash: string | null } | undefined;
+              const got = row ?? { status: 'pending', nar_hash: null };
+              expect({ advertised: got.status === 'quorum' ? got.nar_hash : null, blocked: got.status === 'blocked' }).toEqual(expected);
+            }
+          };
+          check(policy);
+          if (revoke) service.registry.revoke(revoke);
+          check(policy);
+          service.decisions.setPolicy({ name: 'p', threshold: later.threshold, onConflict: later.onConflict, builders: later.builders && new Set(later.builders) });
+          check(later);
+        } finally {
+          service.close();
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+});
