@@ -5,14 +5,17 @@ import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { createHttpServer } from './server.js';
 import { openService, type Service } from './service.js';
+import type { BlobStore } from './blobstore/blobStore.js';
 import { createBlobStore } from './blobstore/config.js';
 import { NarCatalog } from './nars/catalog.js';
+import { collectGarbage } from './nars/gc.js';
 import { narRoutes } from './nars/routes.js';
 import { substituterHandler } from './substituter/handler.js';
 
 export interface RunningServer {
   service: Service;
   catalog: NarCatalog;
+  blobs: BlobStore;
   url: string;
   close(): Promise<void>;
 }
@@ -42,6 +45,16 @@ export async function startServer(config: Config): Promise<RunningServer> {
     fast: [substituter.handle],
   });
   const republish = cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());
+  let gcRun: Promise<void> | undefined;
+  const runGc = async () => {
+    try {
+      const result = await collectGarbage({ db: service.db, blobs, catalog, logger, retentionDays: config.gc.retentionDays });
+      logger.info('garbage collection finished', { deleted: result.deleted.length, bytesFreed: result.bytesFreed, kept: result.kept, waitingOrphans: result.waitingOrphans });
+    } catch (error) {
+      logger.error('garbage collection failed', { err: error });
+    }
+  };
+  const gc = cron.schedule(config.gc.cron, () => (gcRun = runGc()), { name: 'gc', noOverlap: true });
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -54,9 +67,12 @@ export async function startServer(config: Config): Promise<RunningServer> {
   return {
     service,
     catalog,
+    blobs,
     url,
     async close() {
       republish.stop();
+      await gc.stop();
+      await gcRun;
       substituter.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();

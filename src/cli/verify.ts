@@ -35,7 +35,7 @@ export function registerVerify(program: Command): void {
     .action(action(async (opts: { server: string; logKey?: string; state?: string; json?: boolean }) => {
       const file = stateFile(opts.server, opts.state);
       const previous = readState(file);
-      const bar = progressBar('entries');
+      const bar = await progressBar('verify', 'entries');
       let report;
       try {
         report = await auditLog(opts.server, { verifierKey: opts.logKey, previous, onProgress: (done, total) => bar.update(done, total) });

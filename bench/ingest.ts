@@ -1,0 +1,108 @@
+/**
+ * Benchmark: durable attestation ingest over HTTP versus the raw single-core Ed25519 verify rate of
+ * Node's crypto, measured in the same run, and fsyncs per attestation counted by strace.
+ *
+ *   npm run build && node dist/bench/ingest.js [--attestations 60000] [--clients 16] [--batch 100]
+ *
+ * The server runs as a child under `strace -f -c --seccomp-bpf -e trace=fsync,fdatasync` (only those
+ * calls are stopped, so the overhead is small). Clients POST pre-signed batches concurrently; every
+ * 2xx means committed with synchronous=FULL. Prints attestations/s, verifies/s, their ratio
+ * (goal >= 0.8) and fsyncs per attestation (goal <= 0.01).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { statementText } from '../src/ledger/attestation.js';
+import { createLogger } from '../src/log.js';
+import { generateSecretKey, signRaw, verifyRaw } from '../src/nix/keys.js';
+import { loadConfig } from '../src/config.js';
+import { openService } from '../src/service.js';
+import { CLI_PATH, freePort, randomNarHash, randomStorePath, waitForHealth } from './common.js';
+
+const { values } = parseArgs({
+  options: {
+    attestations: { type: 'string', default: '60000' },
+    clients: { type: 'string', default: '16' },
+    batch: { type: 'string', default: '100' },
+  },
+});
+const total = Number(values.attestations);
+const clients = Number(values.clients);
+const batchSize = Number(values.batch);
+
+const dir = mkdtempSync(join(tmpdir(), 'nq-bench-ingest-'));
+const keys = Array.from({ length: 4 }, (_, i) => generateSecretKey(`bench-builder-${i}`));
+{
+  const service = openService(loadConfig({ env: {}, flags: { dataDir: dir } }), createLogger('error'));
+  for (const k of keys) service.registry.add(k.publicKey);
+  service.close();
+}
+
+// Pre-sign everything so the clients cost the server nothing but HTTP.
+const items = Array.from({ length: total }, (_, i) => {
+  const key = keys[i % keys.length]!;
+  const outPath = randomStorePath(`p${i}`);
+  const a = { drvPath: `${outPath}.drv`, outputName: 'out', outPath, narHash: randomNarHash(), narSize: 1000 + i, references: [] as string[] };
+  return { ...a, builder: key.name, signature: signRaw(key, statementText(a as never)).toString('base64') };
+});
+const bodies: string[] = [];
+for (let i = 0; i < total; i += batchSize) bodies.push(JSON.stringify(items.slice(i, i + batchSize)));
+
+// Peer: single-core Node Ed25519 verifies over the same statements, same run.
+const verifyCount = Math.min(total, 20000);
+const pub = keys[0]!.publicKey;
+const msgs = items.slice(0, verifyCount).map((it) => Buffer.from(statementText(it as never)));
+const sigs = items.slice(0, verifyCount).map((it) => Buffer.from(it.signature, 'base64'));
+let t = process.hrtime.bigint();
+let ok = 0;
+for (let i = 0; i < verifyCount; i++) if (verifyRaw(pub, msgs[i]!, sigs[i]!)) ok++;
+const verifySeconds = Number(process.hrtime.bigint() - t) / 1e9;
+const verifyRate = verifyCount / verifySeconds;
+if (ok === 0) throw new Error('verify peer verified nothing');
+
+const port = await freePort();
+const straceOut = join(dir, 'strace.txt');
+const haveStrace = spawnSync('strace', ['-V']).status === 0;
+const serverArgs = [CLI_PATH, 'serve', '--data', dir, '--listen', `127.0.0.1:${port}`];
+const child = haveStrace
+  ? spawn('strace', ['-f', '-c', '--seccomp-bpf', '-e', 'trace=fsync,fdatasync', '-o', straceOut, process.execPath, ...serverArgs], { stdio: ['ignore', 'ignore', 'inherit'] })
+  : spawn(process.execPath, serverArgs, { stdio: ['ignore', 'ignore', 'inherit'] });
+const url = `http://127.0.0.1:${port}`;
+await waitForHealth(url);
+
+let next = 0;
+let acknowledged = 0;
+t = process.hrtime.bigint();
+await Promise.all(
+  Array.from({ length: clients }, async () => {
+    while (next < bodies.length) {
+      const body = bodies[next++]!;
+      const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      if (!res.ok) throw new Error(`server answered ${res.status}: ${await res.text()}`);
+      const { results } = (await res.json()) as { results: Array<{ status: string }> };
+      acknowledged += results.filter((r) => r.status === 'accepted').length;
+    }
+  }),
+);
+const ingestSeconds = Number(process.hrtime.bigint() - t) / 1e9;
+// Stop the server itself (under strace it is strace's child), so strace sees it exit and writes its summary.
+const exited = new Promise((r) => child.once('exit', r));
+const serverPid = haveStrace ? Number(spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0]) : child.pid!;
+process.kill(serverPid, 'SIGTERM');
+await exited;
+
+let fsyncs = NaN;
+if (haveStrace) {
+  const summary = readFileSync(straceOut, 'utf8');
+  fsyncs = 0;
+  for (const m of summary.matchAll(/^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fsync|fdatasync)\s*$/gm)) fsyncs += Number(m[1]);
+}
+const rate = acknowledged / ingestSeconds;
+console.log(`attestations         ${acknowledged} in ${ingestSeconds.toFixed(2)} s (${clients} clients, batches of ${batchSize})`);
+console.log(`durable ingest       ${rate.toFixed(0)} attestations/s`);
+console.log(`raw Ed25519 verify   ${verifyRate.toFixed(0)} verifies/s (single core, node:crypto, same run)`);
+console.log(`ratio                ${(rate / verifyRate).toFixed(2)} (goal >= 0.8)`);
+console.log(`fsyncs               ${haveStrace ? `${fsyncs} = ${(fsyncs / acknowledged).toFixed(4)} per attestation (goal <= 0.01)` : 'strace not installed: not counted'}`);
+rmSync(dir, { recursive: true, force: true });

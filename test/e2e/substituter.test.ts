@@ -1,0 +1,163 @@
+import { spawn } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { statementText } from '../../src/ledger/attestation.js';
+import { formatSecretKey, generateSecretKey, signRaw, type SecretKey } from '../../src/nix/keys.js';
+import { parseNarInfo } from '../../src/nix/narinfo.js';
+import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
+import { startServer, type RunningServer } from '../../src/serve.js';
+import { chrootBuild, closureOutputs, writeClosure } from '../helpers/closure.js';
+import { testConfig, randomNarHash } from '../helpers/ledger.js';
+import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
+import { CLI } from '../helpers/server.js';
+
+/** Runs the CLI without blocking this process, which hosts the server. */
+function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: nixEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A client store substituting only from our cache, trusting only its key; Nix checks every NAR hash. */
+function substitute(clientStore: string, url: string, cacheKey: string, paths: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      'nix-store',
+      ['--store', clientStore, '-r', ...paths, '--option', 'substituters', url, '--option', 'trusted-public-keys', cacheKey, '--option', 'build-users-group', '', '--max-jobs', '0'],
+      { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+describeNix('quorum-gated substitution with three independent builders (real Nix)', () => {
+  let dir: string;
+  let server: RunningServer;
+  let cacheKey: string;
+  const keys = ['b1', 'b2', 'b3'].map((n) => generateSecretKey(`${n}.test-1`));
+  const keyFiles: string[] = [];
+  let outputs: string[];
+  let reproducible: string[];
+  let noise: string;
+  let chainEnd: string;
+  let client = 0;
+
+  const narinfo = (path: string, policy = '') => fetch(`${server.url}${policy ? `/policy/${policy}` : ''}/${hashPartOf(path as StorePath)}.narinfo`);
+  const newClient = () => join(dir, `client${client++}`);
+  const submit = (builder: number, paths: string[]) =>
+    cli(['submit', '--upload', '--store', join(dir, `b${builder}`), '--server', server.url, '--key-file', keyFiles[builder]!, ...paths]);
+
+  beforeAll(async () => {
+    dir = tempDir('substituter');
+    server = await startServer(testConfig(join(dir, 'data')));
+    cacheKey = readFileSync(join(dir, 'data', 'cache-key.public'), 'utf8').trim();
+    for (const [i, key] of keys.entries()) {
+      server.service.registry.add(key.publicKey);
+      keyFiles.push(join(dir, `key${i}`));
+      writeFileSync(keyFiles[i]!, formatSecretKey(key));
+    }
+    server.service.decisions.setPolicy({ name: 'tolerant', threshold: 2, onConflict: 'ignore', builders: new Set(keys.map((k) => k.name)) });
+    // 20 chained derivations, a two-output one and a non-reproducible one: 23 outputs per builder.
+    const closure = writeClosure(dir, { count: 20, salt: 'substituter-e2e', nonReproducible: true });
+    for (const b of [0, 1, 2]) {
+      const built = chrootBuild(join(dir, `b${b}`), closure.file);
+      expect(built.status, built.stderr).toBe(0);
+    }
+    outputs = closureOutputs(join(dir, 'b0'), closure.file).outputs;
+    noise = outputs.find((p) => p.endsWith('-nq-noise'))!;
+    chainEnd = outputs.find((p) => p.endsWith('-nq-d19'))!;
+    reproducible = outputs.filter((p) => p !== noise);
+    expect(outputs.length).toBe(23);
+  }, 600_000);
+
+  afterAll(async () => {
+    await server?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves nothing before the quorum (2 of 3): Nix cannot substitute', async () => {
+    const first = await submit(0, outputs);
+    expect(first.code, first.stderr).toBe(0);
+    expect((await narinfo(chainEnd)).status).toBe(404);
+    const result = await substitute(newClient(), server.url, cacheKey, [chainEnd]);
+    expect(result.code).not.toBe(0);
+  });
+
+  it('after a second builder agrees, Nix substitutes the whole closure and checks every NAR hash', async () => {
+    const second = await submit(1, outputs);
+    expect(second.code, second.stderr).toBe(0);
+    const res = await narinfo(chainEnd);
+    expect(res.status).toBe(200);
+    const info = parseNarInfo(await res.text());
+    expect(info.sigs.some((s) => s.startsWith('nix-quorum-'))).toBe(true);
+    expect(info.sigs.filter((s) => /^b[12]\.test-1:/.test(s))).toHaveLength(2);
+
+    const store = newClient();
+    const result = await substitute(store, server.url, cacheKey, reproducible);
+    expect(result.code, result.stderr).toBe(0);
+    // What the client holds is what the builders built, by Nix's own account.
+    const ours = JSON.parse(nix('nix', ['--store', store, 'path-info', '--json', ...reproducible])) as Array<{ path: string; narHash: string }>;
+    const theirs = JSON.parse(nix('nix', ['--store', join(dir, 'b0'), 'path-info', '--json', ...reproducible])) as Array<{ path: string; narHash: string }>;
+    expect(ours.map((p) => [p.path, p.narHash])).toEqual(theirs.map((p) => [p.path, p.narHash]));
+    nix('nix', ['--store', store, 'store', 'verify', '--no-trust', ...reproducible]);
+  });
+
+  it('never serves a non-reproducible output under onConflict: block, and shows why', async () => {
+    expect((await narinfo(noise)).status).toBe(404);
+    const result = await substitute(newClient(), server.url, cacheKey, [noise]);
+    expect(result.code).not.toBe(0);
+    const body = (await (await fetch(`${server.url}/api/v1/paths/${hashPartOf(noise as StorePath)}`)).json()) as {
+      paths: Array<{ attestations: Array<{ narHash: string }>; decisions: Array<{ policy: string; status: string; dissenting: string[]; reason: string }> }>;
+    };
+    const [path] = body.paths;
+    expect(new Set(path!.attestations.map((a) => a.narHash)).size).toBe(2);
+    const byDefault = path!.decisions.find((d) => d.policy === 'default')!;
+    expect(byDefault.status).toBe('blocked');
+    expect(byDefault.reason).toMatch(/different contents/);
+    expect(byDefault.dissenting).toHaveLength(1);
+  });
+
+  it('a minority builder forging a different narHash changes nothing that is served', async () => {
+    const target = outputs.find((p) => p.endsWith('-nq-d7'))!;
+    const before = await (await narinfo(target, 'tolerant')).text();
+    const forger = keys[2]!;
+    const honest = JSON.parse(nix('nix', ['--store', join(dir, 'b2'), 'path-info', '--json', target])) as Array<{ narSize: number; references: string[]; deriver: string }>;
+    const forged = {
+      drvPath: honest[0]!.deriver,
+      outputName: 'out',
+      outPath: target,
+      narHash: randomNarHash(),
+      narSize: honest[0]!.narSize,
+      references: [...honest[0]!.references].sort(),
+    };
+    const signature = signRaw(forger as SecretKey, statementText(forged as never)).toString('base64');
+    const res = await fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...forged, builder: forger.name, signature }) });
+    expect(res.status).toBe(201);
+    // Under "ignore" the two honest keys still agree: the same narinfo, and Nix substitutes the real bytes.
+    expect(await (await narinfo(target, 'tolerant')).text()).toBe(before);
+    const result = await substitute(newClient(), `${server.url}/policy/tolerant`, cacheKey, [target]);
+    expect(result.code, result.stderr).toBe(0);
+    // Under "block" the disagreement withholds the path rather than risk it: never the forged content.
+    expect((await narinfo(target)).status).toBe(404);
+  });
+
+  it('revoking a key drops the paths it was needed for below quorum at once', async () => {
+    expect((await narinfo(chainEnd)).status).toBe(200);
+    const revoked = await fetch(`${server.url}/api/v1/builders/${keys[1]!.name}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${server.service.adminToken}` } });
+    expect(revoked.status).toBe(200);
+    expect((await narinfo(chainEnd)).status).toBe(404);
+    expect((await narinfo(chainEnd, 'tolerant')).status).toBe(404);
+    const result = await substitute(newClient(), server.url, cacheKey, [chainEnd]);
+    expect(result.code).not.toBe(0);
+  });
+});
