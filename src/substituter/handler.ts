@@ -102,12 +102,12 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     return path?.nar ? renderNarInfo(path, path.nar, deps.cacheKey) : null;
   }
 
-  async function nar(req: IncomingMessage, res: ServerResponse, file: string, head: boolean): Promise<void> {
+  async function nar(req: IncomingMessage, res: ServerResponse, policy: Policy, file: string, head: boolean): Promise<void> {
     const m = NAR_FILE.exec(file);
     if (!m) return send(res, 400, 'text/plain', 'bad NAR file name: expected nar/<52 nix32 chars>.nar[.<compression>]\n', head);
     const narHash = narHashFromDigest(nix32Decode(m[1]!, 32)) as NarHash;
     const record = deps.catalog.get(narHash);
-    if (!record || record.blobKey !== `nar/${file}`) {
+    if (!record || record.blobKey !== `nar/${file}` || !lookup.narHasQuorum(policy.name, narHash)) {
       deps.metrics.narRequests.inc({ result: 'miss' });
       return send(res, 404, 'text/plain', 'no such NAR\n', head);
     }
@@ -194,7 +194,8 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
       return true;
     }
     if (rest.startsWith('nar/')) {
-      fail(res, nar(req, res, rest.slice(4), head));
+      if (!policy) send(res, 404, 'text/plain', 'no default policy\n', head);
+      else fail(res, nar(req, res, policy, rest.slice(4), head));
       return true;
     }
     return false;

@@ -35,6 +35,7 @@ interface Row {
 /** The substituter's one indexed read: the quorum decision of a hash part joined with its NAR. */
 export class QuorumLookup {
   private readonly stmt: Statement<[string, string, string], Row>;
+  private readonly advertisedNar: Statement<[string, string], number | undefined>;
 
   constructor(db: Db) {
     this.stmt = db.prepare(
@@ -42,6 +43,15 @@ export class QuorumLookup {
        FROM decisions d LEFT JOIN nars n ON n.nar_hash = d.nar_hash
        WHERE d.policy = ? AND d.out_path >= ? AND d.out_path < ? AND d.status = 'quorum' LIMIT 1`,
     );
+    this.advertisedNar = db.prepare<[string, string], number | undefined>("SELECT 1 FROM decisions WHERE nar_hash = ? AND policy = ? AND status = 'quorum' LIMIT 1").pluck();
+  }
+
+  /**
+   * Whether some path with this NAR has quorum under the policy. NAR downloads check it too: Nix
+   * caches narinfos for days, and a revoked key must stop counting for those clients as well.
+   */
+  narHasQuorum(policy: string, narHash: string): boolean {
+    return this.advertisedNar.get(narHash, policy) !== undefined;
   }
 
   find(policy: string, hashPart: HashPart): QuorumPath | undefined {

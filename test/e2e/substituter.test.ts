@@ -25,12 +25,15 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
   });
 }
 
-/** A client store substituting only from our cache, trusting only its key; Nix checks every NAR hash. */
+/**
+ * A client store substituting only from our cache, trusting only its key; Nix checks every NAR hash.
+ * Nix remembers "not in this cache" per user for an hour; these clients ask again at once.
+ */
 function substitute(clientStore: string, url: string, cacheKey: string, paths: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       'nix-store',
-      ['--store', clientStore, '-r', ...paths, '--option', 'substituters', url, '--option', 'trusted-public-keys', cacheKey, '--option', 'build-users-group', '', '--max-jobs', '0'],
+      ['--store', clientStore, '-r', ...paths, '--option', 'substituters', url, '--option', 'trusted-public-keys', cacheKey, '--option', 'build-users-group', '', '--option', 'narinfo-cache-negative-ttl', '0', '--max-jobs', '0'],
       { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let stderr = '';
