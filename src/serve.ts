@@ -11,6 +11,8 @@ import { NarCatalog } from './nars/catalog.js';
 import { collectGarbage } from './nars/gc.js';
 import { narRoutes } from './nars/routes.js';
 import { substituterHandler } from './substituter/handler.js';
+import { upstreamResolver } from './substituter/upstream.js';
+import { UpstreamCaches } from './blobstore/upstream.js';
 
 export interface RunningServer {
   service: Service;
@@ -38,6 +40,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     cacheEntries: config.substituter.narinfoCacheEntries,
     metrics,
     logger,
+    ...(config.upstreams.length > 0 ? { upstream: upstreamResolver(new UpstreamCaches(config.upstreams), catalog) } : {}),
   });
   const server = createHttpServer(service, metrics, {
     api: [narRoutes({ blobs, catalog, registry: service.registry, compression: config.compression, metrics })],

@@ -27,7 +27,7 @@ export interface SubstituterDeps {
   cacheEntries: number;
   metrics: Metrics;
   logger: Logger;
-  /** Finds a NAR with this hash held by an upstream cache; records it in the catalogue when found. */
+  /** Finds a quorum path's NAR in an upstream cache and catalogues it (see upstream.ts). */
   upstream?: (hashPart: HashPart, path: QuorumPath) => Promise<boolean>;
 }
 
@@ -84,12 +84,19 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     let text = cache.get(key);
     if (text === undefined) {
       const path = lookup.find(policy.name, hashPart);
-      if (path && !path.nar && deps.upstream && (await deps.upstream(hashPart, path))) {
-        text = renderOrNull(lookup.find(policy.name, hashPart));
-      } else {
-        text = renderOrNull(path);
+      let cacheable = true;
+      if (path && !path.nar && deps.upstream) {
+        try {
+          if (await deps.upstream(hashPart, path)) text = renderOrNull(lookup.find(policy.name, hashPart));
+        } catch (error) {
+          // Unknown whether upstream has it: answer "not here" now, ask again next time.
+          cacheable = false;
+          deps.metrics.blobErrors.inc({ op: 'upstream' });
+          deps.logger.warn('upstream caches unavailable', { hashPart, err: error });
+        }
       }
-      remember(key, text);
+      text ??= renderOrNull(path);
+      if (cacheable) remember(key, text);
     }
     const result = text === null ? 'miss' : 'hit';
     deps.metrics.narinfoRequests.inc({ policy: policy.name, result });
