@@ -32,9 +32,9 @@ CREATE TABLE IF NOT EXISTS attestations (
   narinfo_signature TEXT,              -- builder's Nix Sig over the fingerprint, or NULL
   created_at        INTEGER NOT NULL   -- unix ms
 );
--- Lookups by store path (and by hash part, as a range on the path) and idempotent resubmission.
-CREATE UNIQUE INDEX IF NOT EXISTS attestations_statement
-  ON attestations (out_path, builder_id, nar_hash, nar_size, refs, drv_path, output_name);
+-- Lookups by store path (and by hash part, as a range on the path); also how ingest finds a key's
+-- earlier statements for a path (duplicates and conflicts). Kept narrow: it is the biggest index.
+CREATE INDEX IF NOT EXISTS attestations_path ON attestations (out_path, builder_id);
 CREATE INDEX IF NOT EXISTS attestations_drv ON attestations (drv_path);
 CREATE INDEX IF NOT EXISTS attestations_builder ON attestations (builder_id, leaf_index);
 

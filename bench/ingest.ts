@@ -65,7 +65,7 @@ if (ok === 0) throw new Error('verify peer verified nothing');
 const port = await freePort();
 const straceOut = join(dir, 'strace.txt');
 const haveStrace = spawnSync('strace', ['-V']).status === 0;
-const serverArgs = [CLI_PATH, 'serve', '--data', dir, '--listen', `127.0.0.1:${port}`];
+const serverArgs = [...(process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : []), CLI_PATH, 'serve', '--data', dir, '--listen', `127.0.0.1:${port}`];
 const child = haveStrace
   ? spawn('strace', ['-f', '-c', '--seccomp-bpf', '-e', 'trace=fsync,fdatasync', '-o', straceOut, process.execPath, ...serverArgs], { stdio: ['ignore', 'ignore', 'inherit'] })
   : spawn(process.execPath, serverArgs, { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -87,6 +87,8 @@ await Promise.all(
   }),
 );
 const ingestSeconds = Number(process.hrtime.bigint() - t) / 1e9;
+const metrics = await (await fetch(`${url}/metrics`)).text();
+const commits = Number(/^nixquorum_ingest_commits_total (\d+)/m.exec(metrics)?.[1] ?? NaN);
 // Stop the server itself (under strace it is strace's child), so strace sees it exit and writes its summary.
 const exited = new Promise((r) => child.once('exit', r));
 const serverPid = haveStrace ? Number(spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0]) : child.pid!;
@@ -104,5 +106,6 @@ console.log(`attestations         ${acknowledged} in ${ingestSeconds.toFixed(2)}
 console.log(`durable ingest       ${rate.toFixed(0)} attestations/s`);
 console.log(`raw Ed25519 verify   ${verifyRate.toFixed(0)} verifies/s (single core, node:crypto, same run)`);
 console.log(`ratio                ${(rate / verifyRate).toFixed(2)} (goal >= 0.8)`);
+console.log(`group commits        ${commits} (${(acknowledged / commits).toFixed(0)} attestations per commit)`);
 console.log(`fsyncs               ${haveStrace ? `${fsyncs} = ${(fsyncs / acknowledged).toFixed(4)} per attestation (goal <= 0.01)` : 'strace not installed: not counted'}`);
 rmSync(dir, { recursive: true, force: true });

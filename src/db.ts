@@ -20,6 +20,8 @@ export function openDb(file: string): Db {
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 10000');
+  // Ingest touches index pages at random (paths are hashes): keep a large share of them in memory.
+  db.pragma('cache_size = -131072');
   db.exec(schema());
   return db;
 }

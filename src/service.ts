@@ -7,6 +7,7 @@ import { formatNoteSignerKey, formatNoteVerifierKey, generateNoteKey, parseNoteS
 import { CheckpointPublisher } from './ledger/checkpoints.js';
 import { Ingestor } from './ledger/ingest.js';
 import { MerkleLog } from './ledger/log.js';
+import { VerifyPool } from './ledger/verifyPool.js';
 import { BuilderRegistry } from './ledger/registry.js';
 import type { Logger } from './log.js';
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, type SecretKey } from './nix/keys.js';
@@ -56,7 +57,8 @@ export function openService(config: Config, logger: Logger): Service {
   ensureDefaultPolicy(db, config.quorum.defaultThreshold);
   const registry = new BuilderRegistry(db);
   const log = new MerkleLog(db);
-  const ingestor = new Ingestor(db, registry, log);
+  const verifier = new VerifyPool();
+  const ingestor = new Ingestor(db, registry, log, verifier);
   const decisions = new DecisionMaterializer(db, registry);
   ingestor.onCommit((paths) => decisions.recompute(paths));
   const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);
@@ -79,6 +81,7 @@ export function openService(config: Config, logger: Logger): Service {
     adminToken,
     close() {
       checkpoints.stop();
+      void verifier.close();
       db.close();
     },
   };

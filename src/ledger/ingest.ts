@@ -1,10 +1,10 @@
 import type { Statement } from 'better-sqlite3';
 import type { Db } from '../db.js';
-import { verifyRaw } from '../nix/keys.js';
 import { contentKey, statementText, type Attestation } from './attestation.js';
 import { encodeLeaf } from './leaf.js';
 import type { MerkleLog } from './log.js';
-import type { BuilderRegistry } from './registry.js';
+import type { Builder, BuilderRegistry } from './registry.js';
+import type { VerifyPool } from './verifyPool.js';
 
 export type IngestResult =
   | { status: 'accepted'; leafIndex: number }
@@ -32,6 +32,8 @@ interface ExistingRow {
 
 /** Upper bound of attestations in one transaction, so one commit never stalls the loop for long. */
 const MAX_BATCH = 2000;
+/** Longest an acknowledged-to-be attestation waits for others to share its commit. */
+const MAX_WAIT_MS = 5;
 
 /**
  * Verifies attestations and appends them to the log with group commit: everything submitted while a
@@ -41,6 +43,11 @@ const MAX_BATCH = 2000;
 export class Ingestor {
   private queue: Pending[] = [];
   private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  /** Submissions whose signatures are being verified: they will join the queue any moment. */
+  private verifying = 0;
+  private queuedItems = 0;
+  private oldestQueuedAt = 0;
   private readonly byOutputAndBuilder: Statement<[string, number], ExistingRow>;
   private readonly insert: Statement<unknown[]>;
   private readonly insertConflict: Statement<unknown[]>;
@@ -53,6 +60,7 @@ export class Ingestor {
     private readonly db: Db,
     private readonly registry: BuilderRegistry,
     private readonly log: MerkleLog,
+    private readonly verifier: VerifyPool,
   ) {
     this.byOutputAndBuilder = db.prepare(
       'SELECT leaf_index, nar_hash, nar_size, refs, drv_path, output_name FROM attestations WHERE out_path = ? AND builder_id = ? ORDER BY leaf_index',
@@ -75,43 +83,57 @@ export class Ingestor {
   }
 
   /**
-   * Checks each attestation's key and signature (CPU only, no I/O), then queues the valid ones for the
-   * next group commit. Results are in input order.
+   * Checks each attestation's key and signature (in the verify pool), then queues the valid ones for
+   * the next group commit. Results are in input order.
    */
   async submit(attestations: Attestation[]): Promise<IngestResult[]> {
     const results: Array<IngestResult | undefined> = [];
-    const valid: Pending['items'] = [];
-    const slots: number[] = [];
+    const known: Array<{ index: number; attestation: Attestation; builder: Builder }> = [];
     attestations.forEach((a, i) => {
-      const rejection = this.check(a);
-      if (rejection) results[i] = rejection;
-      else {
-        valid.push({ attestation: a, builderId: this.registry.get(a.builder)!.id });
-        slots.push(i);
+      const builder = this.registry.get(a.builder);
+      if (!builder) results[i] = { status: 'rejected', code: 'unknown-builder', reason: `builder: no registered builder key named ${a.builder}` };
+      else if (builder.revokedAt !== null) results[i] = { status: 'rejected', code: 'revoked-builder', reason: `builder: the key ${a.builder} was revoked` };
+      else known.push({ index: i, attestation: a, builder });
+    });
+    this.verifying++;
+    const valid = await this.verifier.verify(known.map(({ attestation: a, builder }) => ({ key: builder.publicKey, message: Buffer.from(statementText(a)), signature: a.signature })));
+    const items: Pending['items'] = [];
+    const slots: number[] = [];
+    this.verifying--;
+    known.forEach(({ index, attestation, builder }, k) => {
+      if (!valid[k]) {
+        results[index] = { status: 'rejected', code: 'bad-signature', reason: `signature: not a valid signature by ${builder.name} over the attestation statement` };
+      } else {
+        items.push({ attestation, builderId: builder.id });
+        slots.push(index);
       }
     });
-    if (valid.length > 0) {
-      const committed = await new Promise<IngestResult[]>((resolve, reject) => {
-        this.queue.push({ items: valid, resolve, reject });
-        this.schedule();
-      });
-      committed.forEach((r, j) => (results[slots[j]!] = r));
-    }
+    const committed = new Promise<IngestResult[]>((resolve, reject) => {
+      if (items.length === 0) return resolve([]);
+      if (this.queue.length === 0) this.oldestQueuedAt = Date.now();
+      this.queue.push({ items, resolve, reject });
+      this.queuedItems += items.length;
+    });
+    this.schedule();
+    (await committed).forEach((r, j) => (results[slots[j]!] = r));
     return results as IngestResult[];
   }
 
-  private check(a: Attestation): Extract<IngestResult, { status: 'rejected' }> | null {
-    const builder = this.registry.get(a.builder);
-    if (!builder) return { status: 'rejected', code: 'unknown-builder', reason: `builder: no registered builder key named ${a.builder}` };
-    if (builder.revokedAt !== null) return { status: 'rejected', code: 'revoked-builder', reason: `builder: the key ${a.builder} was revoked` };
-    if (!verifyRaw(builder.publicKey, statementText(a), a.signature)) {
-      return { status: 'rejected', code: 'bad-signature', reason: `signature: not a valid signature by ${a.builder} over the attestation statement` };
-    }
-    return null;
-  }
-
+  /**
+   * Commits when nothing more is about to join: no submission is still being verified, or the batch
+   * is full, or its oldest item has waited MAX_WAIT_MS. Each commit costs one fsync (about 15 ms on
+   * this class of disk), so waiting a few milliseconds for company is what keeps ingest fast.
+   */
   private schedule(): void {
-    if (this.scheduled) return;
+    if (this.scheduled || this.queue.length === 0) return;
+    const waited = Date.now() - this.oldestQueuedAt;
+    if (this.verifying > 0 && this.queuedItems < MAX_BATCH && waited < MAX_WAIT_MS) {
+      this.timer ??= setTimeout(() => {
+        this.timer = undefined;
+        this.schedule();
+      }, MAX_WAIT_MS - waited);
+      return;
+    }
     this.scheduled = true;
     // setImmediate lets every request already read off the sockets join this batch.
     setImmediate(() => {
@@ -128,7 +150,8 @@ export class Ingestor {
       batch.push(next);
       count += next.items.length;
     }
-    if (this.queue.length > 0) this.schedule();
+    this.queuedItems -= count;
+    this.oldestQueuedAt = Date.now();
     if (batch.length === 0) return;
     try {
       const results = this.db.transaction(() => this.commit(batch))();
@@ -138,6 +161,7 @@ export class Ingestor {
     } catch (error) {
       for (const p of batch) p.reject(error);
     }
+    this.schedule();
   }
 
   private commit(batch: Pending[]): IngestResult[][] {
