@@ -1,6 +1,5 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { QuorumError } from '../errors.js';
-import { publicKeyFromRaw, signRaw, verifyRaw, type PublicKey, type SecretKey } from '../nix/keys.js';
+import { generateSeed, publicKeyFromRaw, secretKeyFromSeed, signRaw, verifyRaw, type PublicKey, type SecretKey } from '../nix/keys.js';
 import { sha256 } from '../nix/hash.js';
 import { HASH_SIZE } from './merkle.js';
 
@@ -40,14 +39,11 @@ const SIGNER_PREFIX = 'PRIVATE+KEY+';
 const SIGNATURE_PREFIX = '\u2014 ';
 // Go's verifier rejects more than 100 signature lines; C2SP asks for at least 16.
 const MAX_SIGNATURES = 100;
-// DER wrapping of a raw Ed25519 seed for Node's crypto (as in src/nix/keys.ts, which takes seed||pub).
-const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 
 /** A new signer key; its public half is `.verifier`. Store it with formatNoteSignerKey. */
 export function generateNoteKey(name: string): NoteSignerKey {
   checkKeyName(name, 'name');
-  const seed = generateKeyPairSync('ed25519').privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(PKCS8_ED25519_PREFIX.length);
-  return signerFromSeed(name, Buffer.from(seed));
+  return signerFromSeed(name, generateSeed());
 }
 
 /** The C2SP recommended key id: SHA-256(name || 0x0A || 0x01 || public key)[:4], big-endian. */
@@ -159,10 +155,9 @@ export function parseCheckpoint(text: string, verifier: NoteVerifierKey, expecte
 }
 
 function signerFromSeed(name: string, seed: Buffer): NoteSignerKey {
-  const key: KeyObject = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' });
-  // An Ed25519 JWK always carries x, the raw 32-byte public key.
-  const verifier = verifierFromRaw(name, Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x!, 'base64url'));
-  return { name, keyId: verifier.keyId, secretKey: { name, seed, key, publicKey: verifier.publicKey }, verifier };
+  const secretKey = secretKeyFromSeed(name, seed);
+  const verifier = verifierFromRaw(name, secretKey.publicKey.raw);
+  return { name, keyId: verifier.keyId, secretKey, verifier };
 }
 
 function verifierFromRaw(name: string, raw: Buffer): NoteVerifierKey {

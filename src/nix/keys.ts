@@ -53,13 +53,22 @@ export function parsePublicKey(text: string, field = 'publicKey'): PublicKey {
 export function parseSecretKey(text: string, field = 'secretKey'): SecretKey {
   const [name, raw] = splitNamed(trimIfString(text), 'secret key', field, 'bad-key');
   if (raw.length !== 64) throw new QuorumError('bad-key', `${field}: secret key must hold 64 bytes (seed and public key), got ${raw.length}`, { field });
-  const seed = raw.subarray(0, 32);
-  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
-  const publicKey = publicKeyFromRaw(name, rawPublicKey(createPublicKey(key)));
-  if (!publicKey.raw.equals(raw.subarray(32))) {
+  const key = secretKeyFromSeed(name, Buffer.from(raw.subarray(0, 32)));
+  if (!key.publicKey.raw.equals(raw.subarray(32))) {
     throw new QuorumError('bad-key', `${field}: secret key's public half does not match its seed`, { field });
   }
-  return { name, seed: Buffer.from(seed), key, publicKey };
+  return key;
+}
+
+/** The key pair of a 32-byte Ed25519 seed (C2SP note signer keys store only the seed). */
+export function secretKeyFromSeed(name: string, seed: Buffer): SecretKey {
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  return { name, seed, key, publicKey: publicKeyFromRaw(name, rawPublicKey(createPublicKey(key))) };
+}
+
+/** A fresh random 32-byte Ed25519 seed. */
+export function generateSeed(): Buffer {
+  return Buffer.from(generateKeyPairSync('ed25519').privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(PKCS8_PREFIX.length));
 }
 
 function trimIfString(text: unknown): unknown {
@@ -72,9 +81,7 @@ function rawPublicKey(key: KeyObject): Buffer {
 
 export function generateSecretKey(name: string): SecretKey {
   if (!KEY_NAME.test(name)) throw new QuorumError('bad-key', `key name ${JSON.stringify(name)} may only hold letters, digits and . _ + -`, { field: 'name' });
-  const { privateKey } = generateKeyPairSync('ed25519');
-  const seed = privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(PKCS8_PREFIX.length);
-  return parseSecretKey(`${name}:${Buffer.concat([seed, rawPublicKey(createPublicKey(privateKey))]).toString('base64')}`);
+  return secretKeyFromSeed(name, generateSeed());
 }
 
 export function formatSecretKey(key: SecretKey): string {

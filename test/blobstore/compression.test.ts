@@ -25,8 +25,8 @@ async function run(input: Buffer, transform: NodeJS.ReadWriteStream): Promise<Bu
   await pipeline(
     Readable.from([input]),
     transform,
-    async function* (source: AsyncIterable<Buffer>) {
-      for await (const chunk of source) chunks.push(chunk);
+    async function* (source: AsyncIterable<unknown>) {
+      for await (const chunk of source) chunks.push(chunk as Buffer);
     },
   );
   return Buffer.concat(chunks);

@@ -104,7 +104,7 @@ export function makeRandomTree(root: string, seed: number, options: TreeOptions 
 
   if (options.chainDepth !== undefined) {
     // A chain hanging off the root: the root is depth 0, so the leaf file is at chainDepth.
-    let dir = Buffer.from(root);
+    let dir: Buffer = Buffer.from(root);
     for (let depth = 1; depth < options.chainDepth; depth++) {
       dir = child(dir, depth % 2 === 0 ? 'd' : '\u00e9');
       mkdirSync(dir, { recursive: depth === 1 });

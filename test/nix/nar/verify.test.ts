@@ -322,7 +322,7 @@ describe('verifyNar rejects malformed NARs with a precise message', () => {
           const input = Buffer.from(bytes);
           const outcome = await verifyNar(once(input)).then(
             (result) => result,
-            (err: unknown) => err,
+            (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
           );
           if (outcome instanceof Error) {
             expect(outcome).toBeInstanceOf(QuorumError);
