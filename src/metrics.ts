@@ -15,7 +15,7 @@ export function createMetrics() {
     commits: new Counter({ name: 'nixquorum_ingest_commits_total', help: 'group commits (one fsync each)', registers: [registry] }),
     uploads: new Counter({ name: 'nixquorum_nar_uploads_total', help: 'NAR uploads by result', labelNames: ['result'], registers: [registry] }),
     treeSize: new Gauge({ name: 'nixquorum_log_tree_size', help: 'leaves in the log', registers: [registry] }),
-    decisions: new Gauge({ name: 'nixquorum_decisions', help: 'materialised decisions by policy and status', labelNames: ['policy', 'status'], registers: [registry] }),
+    decisions: new Counter({ name: 'nixquorum_decisions_total', help: 'quorum decisions (re)computed, by policy and resulting status', labelNames: ['policy', 'status'], registers: [registry] }),
   };
 }
 

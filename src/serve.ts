@@ -28,6 +28,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const service = openService(config, logger);
   const metrics = createMetrics();
   service.ingestor.onCommitted(() => metrics.commits.inc());
+  service.decisions.onDecided((policy, status) => metrics.decisions.inc({ policy, status }));
   const blobs = await createBlobStore(config.blobStore, config.dataDir);
   const catalog = new NarCatalog(service.db);
   const substituter = substituterHandler({

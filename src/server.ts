@@ -25,7 +25,7 @@ export function createHttpServer(service: Service, metrics: Metrics, routes: Rou
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use('/api/v1', apiRoutes(service), ...routes.api);
+  app.use('/api/v1', apiRoutes(service, metrics), ...routes.api);
   app.get('/healthz', (_req, res) => {
     service.db.prepare('SELECT 1').get();
     res.type('text/plain').send('ok\n');

@@ -9,6 +9,7 @@ import { builderJson } from '../ledger/registry.js';
 import { parsePublicKey } from '../nix/keys.js';
 import { parseHashPart } from '../nix/storePath.js';
 import { policyInput, policyJson, requirePolicy } from '../quorum/policies.js';
+import type { Metrics } from '../metrics.js';
 import type { Service } from '../service.js';
 import { requireAdmin } from './auth.js';
 
@@ -31,7 +32,7 @@ function statusOf(results: IngestResult[]): number {
   return 200;
 }
 
-export function apiRoutes(service: Service): Router {
+export function apiRoutes(service: Service, metrics: Metrics): Router {
   const { db, registry, ingestor, decisions, log, checkpoints, config } = service;
   const router = Router();
   const admin = requireAdmin(service.adminToken);
@@ -49,6 +50,7 @@ export function apiRoutes(service: Service): Router {
     // Parse everything first: one malformed item rejects the request and nothing is written.
     const parsed = items.map((item, i) => parseAttestation(item, many ? `[${i}]` : ''));
     const results = await ingestor.submit(parsed);
+    for (const r of results) metrics.attestations.inc({ status: r.status });
     res.status(statusOf(results)).json(many ? { results } : results[0]);
   });
 

@@ -18,6 +18,7 @@ export class DecisionMaterializer {
   private readonly votes: Statement<[string], VoteRow>;
   private readonly upsert: Statement<unknown[]>;
   private readonly listeners: Array<(outPaths: Set<string> | 'all') => void> = [];
+  private readonly decided: Array<(policy: string, status: Decision['status']) => void> = [];
 
   constructor(
     private readonly db: Db,
@@ -46,6 +47,11 @@ export class DecisionMaterializer {
     this.listeners.push(listener);
   }
 
+  /** Called for every decision computed (for metrics). */
+  onDecided(listener: (policy: string, status: Decision['status']) => void): void {
+    this.decided.push(listener);
+  }
+
   getPolicies(): Policy[] {
     return this.policies;
   }
@@ -69,6 +75,7 @@ export class DecisionMaterializer {
       const votes = this.votes.all(outPath);
       for (const policy of policies) {
         const d = evaluate(policy, votes, active);
+        for (const l of this.decided) l(policy.name, d.status);
         const agreeingVotes = d.content ? votes.filter((v) => d.agreeing.includes(v.builder) && v.narHash === d.content!.narHash && v.narSize === d.content!.narSize && v.refs === d.content!.refs) : [];
         const sigs = [...new Set(agreeingVotes.map((v) => v.narinfoSignature).filter((s): s is string => s !== null))];
         this.upsert.run(
