@@ -29,6 +29,12 @@ export function statusFor(code: string): number {
 /** Express error handler: QuorumError -> JSON {error, code, field}; body-parser errors named; never a stack trace. */
 export function jsonErrors(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
+    // A client that hung up mid-request (e.g. an interrupted NAR upload) is not a server failure.
+    if (err?.code === 'ECONNRESET' || (req.destroyed && !res.headersSent)) {
+      log.info('client went away', { method: req.method, url: req.originalUrl });
+      res.destroy();
+      return;
+    }
     let status = 500;
     let body: { error: string; code: string; field?: string };
     if (err instanceof QuorumError) {

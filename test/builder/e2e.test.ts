@@ -13,20 +13,7 @@ import { startServer, type RunningServer } from '../../src/serve.js';
 import { chrootBuild, closureOutputs, writeClosure, writeHookScript } from '../helpers/closure.js';
 import { testConfig } from '../helpers/ledger.js';
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
-import { CLI, freePort, stopChild } from '../helpers/server.js';
-
-/** Runs the CLI asynchronously (the server lives in this process, so a synchronous spawn would deadlock). */
-function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...nixEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { CLI, freePort, runCli, stopChild } from '../helpers/server.js';
 
 interface PathAnswer {
   paths: Array<{ outPath: string; attestations: Array<{ builder: string; narHash: string; narSize: number; outputName: string; drvPath: string }> }>;
@@ -214,14 +201,14 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
     }
 
     // Nothing is lost while the server is down: flush keeps every entry and says why.
-    const early = await runCli(['flush'], builderEnv(spool, serverUrl));
+    const early = await runCli(['flush'], { ...nixEnv, ...builderEnv(spool, serverUrl) });
     expect(early.code).toBe(1);
     expect(early.stderr).toMatch(new RegExp(`delivered 0, undelivered ${outputs.length}, quarantined 0[^]*cannot reach http://127.0.0.1`));
     expect(queue.list()).toHaveLength(outputs.length);
 
     const server = await up();
     const leavesBefore = server.service.log.size();
-    const flushed = await runCli(['flush'], builderEnv(spool, server.url));
+    const flushed = await runCli(['flush'], { ...nixEnv, ...builderEnv(spool, server.url) });
     expect(flushed.code, flushed.stderr).toBe(0);
     expect(flushed.stderr).toMatch(new RegExp(`delivered ${outputs.length}, undelivered 0, quarantined 0`));
     expect(queue.list()).toEqual([]);
@@ -277,7 +264,7 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
       await proxy.close();
     }
 
-    const flushed = await runCli(['flush'], builderEnv(spool, server.url));
+    const flushed = await runCli(['flush'], { ...nixEnv, ...builderEnv(spool, server.url) });
     expect(flushed.code, flushed.stderr).toBe(0);
     expect(queue.list()).toEqual([]);
     for (const { attestation: a } of entries) {
@@ -308,7 +295,7 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
     writeFileSync(join(spool, invalid), JSON.stringify(tampered));
 
     const server = await up();
-    const flushed = await runCli(['flush'], builderEnv(spool, server.url));
+    const flushed = await runCli(['flush'], { ...nixEnv, ...builderEnv(spool, server.url) });
     expect(flushed.code, flushed.stderr).toBe(0);
     expect(flushed.stderr).toMatch(new RegExp(`delivered ${outputs.length}, undelivered 0, quarantined 2`));
     expect(flushed.stderr).toMatch(new RegExp(`quarantined ${truncated} .*not valid JSON`));

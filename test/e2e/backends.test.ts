@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -11,17 +10,7 @@ import { testConfig } from '../helpers/ledger.js';
 import { startNginx, type RunningNginx } from '../helpers/nginx.js';
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { startS3rver, type RunningS3rver } from '../helpers/s3rver.js';
-import { CLI } from '../helpers/server.js';
-
-function run(cmd: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stderr }));
-  });
-}
+import { runAsync, runCli } from '../helpers/server.js';
 
 async function keysOf(listing: AsyncIterable<{ key: string }>): Promise<string[]> {
   const keys: string[] = [];
@@ -73,16 +62,16 @@ describeNix('a real Nix client substitutes a closure from every blob store backe
       writeFileSync(configFile, JSON.stringify(builderConfig));
       for (const b of [0, 1]) {
         server.service.registry.add(keys[b]!.publicKey);
-        const submitted = await run(process.execPath, [CLI, 'submit', '--upload', '--config', configFile, '--store', join(dir, `b${b}`), '--server', server.url, '--key-file', keyFiles[b]!, ...outputs]);
+        const submitted = await runCli(['submit', '--upload', '--config', configFile, '--store', join(dir, `b${b}`), '--server', server.url, '--key-file', keyFiles[b]!, ...outputs], nixEnv);
         expect(submitted.code, submitted.stderr).toBe(0);
       }
       const cacheKey = readFileSync(join(dir, `data-${name}`, 'cache-key.public'), 'utf8').trim();
       const client = join(dir, `client${clients++}`);
-      const result = await run('nix-store', [
+      const result = await runAsync('nix-store', [
         '--store', client, '-r', ...outputs,
         '--option', 'substituters', server.url, '--option', 'trusted-public-keys', cacheKey,
         '--option', 'build-users-group', '', '--option', 'narinfo-cache-negative-ttl', '0', '--max-jobs', '0',
-      ]);
+      ], nixEnv);
       expect(result.code, result.stderr).toBe(0);
       nix('nix', ['--store', client, 'store', 'verify', '--no-trust', ...outputs]);
       return server;

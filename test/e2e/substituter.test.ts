@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -10,37 +9,18 @@ import { startServer, type RunningServer } from '../../src/serve.js';
 import { chrootBuild, closureOutputs, writeClosure } from '../helpers/closure.js';
 import { testConfig, randomNarHash } from '../helpers/ledger.js';
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
-import { CLI } from '../helpers/server.js';
-
-/** Runs the CLI without blocking this process, which hosts the server. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: nixEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { runAsync, runCli } from '../helpers/server.js';
 
 /**
  * A client store substituting only from our cache, trusting only its key; Nix checks every NAR hash.
  * Nix remembers "not in this cache" per user for an hour; these clients ask again at once.
  */
-function substitute(clientStore: string, url: string, cacheKey: string, paths: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      'nix-store',
-      ['--store', clientStore, '-r', ...paths, '--option', 'substituters', url, '--option', 'trusted-public-keys', cacheKey, '--option', 'build-users-group', '', '--option', 'narinfo-cache-negative-ttl', '0', '--max-jobs', '0'],
-      { env: nixEnv, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stderr }));
-  });
+function substitute(clientStore: string, url: string, cacheKey: string, paths: string[]) {
+  return runAsync(
+    'nix-store',
+    ['--store', clientStore, '-r', ...paths, '--option', 'substituters', url, '--option', 'trusted-public-keys', cacheKey, '--option', 'build-users-group', '', '--option', 'narinfo-cache-negative-ttl', '0', '--max-jobs', '0'],
+    nixEnv,
+  );
 }
 
 describeNix('quorum-gated substitution with three independent builders (real Nix)', () => {
@@ -58,7 +38,7 @@ describeNix('quorum-gated substitution with three independent builders (real Nix
   const narinfo = (path: string, policy = '') => fetch(`${server.url}${policy ? `/policy/${policy}` : ''}/${hashPartOf(path as StorePath)}.narinfo`);
   const newClient = () => join(dir, `client${client++}`);
   const submit = (builder: number, paths: string[]) =>
-    cli(['submit', '--upload', '--store', join(dir, `b${builder}`), '--server', server.url, '--key-file', keyFiles[builder]!, ...paths]);
+    runCli(['submit', '--upload', '--store', join(dir, `b${builder}`), '--server', server.url, '--key-file', keyFiles[builder]!, ...paths], nixEnv);
 
   beforeAll(async () => {
     dir = tempDir('substituter');

@@ -45,3 +45,27 @@ export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'S
   child.kill(signal);
   await exited;
 }
+
+export interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command without blocking this process (tests host servers in-process: a sync spawn would deadlock). */
+export function runAsync(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Runs this checkout's built `nix-quorum` CLI asynchronously. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Ran> {
+  return runAsync(process.execPath, [CLI, ...args], env);
+}
