@@ -30,7 +30,7 @@ export function statusFor(code: string): number {
 export function jsonErrors(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     // A client that hung up mid-request (e.g. an interrupted NAR upload) is not a server failure.
-    if (err?.code === 'ECONNRESET' || (req.destroyed && !res.headersSent)) {
+    if (err?.code === 'ECONNRESET') {
       log.info('client went away', { method: req.method, url: req.originalUrl });
       res.destroy();
       return;
