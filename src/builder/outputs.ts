@@ -1,17 +1,10 @@
 import { QuorumError } from '../errors.js';
-import type { NarHash } from '../nix/hash.js';
+import type { StatementFields } from '../ledger/attestation.js';
 import type { StorePath } from '../nix/storePath.js';
 import { derivationOutputs, invalidPaths, pathInfos, type NixStore } from './nix.js';
 
 /** Everything an attestation states about one output, read from Nix's database. */
-export interface BuiltOutput {
-  drvPath: StorePath;
-  outputName: string;
-  outPath: StorePath;
-  narHash: NarHash;
-  narSize: number;
-  references: StorePath[];
-}
+export type BuiltOutput = StatementFields;
 
 function outputNames(declared: Map<string, StorePath>): Map<StorePath, string> {
   return new Map([...declared].map(([name, path]) => [path, name]));

@@ -25,8 +25,11 @@ const OUTPUT_NAME = /^[A-Za-z0-9+\-._?=]{1,64}$/;
 const KEY_NAME = /^[A-Za-z0-9._+\-]{1,128}$/;
 export const MAX_REFERENCES = 10_000;
 
+/** What a statement says about one build output: everything but who signed it. */
+export type StatementFields = Pick<Attestation, 'drvPath' | 'outputName' | 'outPath' | 'narHash' | 'narSize' | 'references'>;
+
 /** The exact UTF-8 text a builder signs (design.md). */
-export function statementText(a: Pick<Attestation, 'drvPath' | 'outputName' | 'outPath' | 'narHash' | 'narSize' | 'references'>): string {
+export function statementText(a: StatementFields): string {
   return [STATEMENT_PREFIX, a.drvPath, a.outputName, a.outPath, a.narHash, String(a.narSize), a.references.join(',')].join(';');
 }
 
