@@ -1,9 +1,7 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import type { BlobStore } from './blobStore.js';
-import { FsBlobStore } from './fs.js';
 import { DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE } from './s3Limits.js';
-import { ShardedBlobStore } from './sharded.js';
 
 /** Where the embedded default keeps NARs, relative to the data directory. */
 export const DEFAULT_FS_PATH = 'nars';
@@ -80,14 +78,20 @@ export const blobStoreConfig = z.discriminatedUnion('type', [fsBlobStoreConfig, 
 export type BlobStoreConfig = z.output<typeof blobStoreConfig>;
 type ChildStoreConfig = z.output<typeof childStoreConfig>;
 
-/** Opens the configured store; relative fs paths are resolved against `dataDir`. */
+/**
+ * Opens the configured store; relative fs paths are resolved against `dataDir`. Backends are imported
+ * here, not at the top: config validation runs in every command, the post-build hook included, and
+ * only `serve` opens a store (the AWS SDK alone takes a quarter second to load).
+ */
 export async function createBlobStore(config: BlobStoreConfig, dataDir: string): Promise<BlobStore> {
   switch (config.type) {
-    case 'sharded':
+    case 'sharded': {
+      const { ShardedBlobStore } = await import('./sharded.js');
       return new ShardedBlobStore(await Promise.all(config.stores.map((child) => openChild(child, dataDir))), {
         replicas: config.replicas,
         unhealthyMs: config.unhealthyMs,
       });
+    }
     default:
       return openChild(config, dataDir);
   }
@@ -95,10 +99,11 @@ export async function createBlobStore(config: BlobStoreConfig, dataDir: string):
 
 async function openChild(config: ChildStoreConfig, dataDir: string): Promise<BlobStore> {
   switch (config.type) {
-    case 'fs':
+    case 'fs': {
+      const { FsBlobStore } = await import('./fs.js');
       return FsBlobStore.open(resolve(dataDir, config.path ?? DEFAULT_FS_PATH));
+    }
     case 's3': {
-      // The AWS SDK takes a quarter second to load: only an s3 store pays for it.
       const { S3BlobStore } = await import('./s3.js');
       return new S3BlobStore({
         ...config,
