@@ -111,3 +111,72 @@ CREATE TABLE IF NOT EXISTS nars (
   uploaded_by INTEGER REFERENCES builders(id),
   created_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- -- Web search ---------------------------------------------------------------------------------
+-- A projection of the log for the web pages (src/web/webIndex.ts), built leaf by leaf in log order
+-- and derivable from the attestations alone: `meta.web_indexed_leaves` is how many leaves it covers,
+-- so a database from before these tables existed is caught up on start. Nothing else reads it.
+
+-- One row per output path; id orders paths by first appearance and is the rowid in web_names.
+CREATE TABLE IF NOT EXISTS web_paths (
+  id        INTEGER PRIMARY KEY,
+  out_path  TEXT NOT NULL UNIQUE,
+  builders  INTEGER NOT NULL,          -- distinct keys that attested it (revoked ones included)
+  contents  INTEGER NOT NULL,          -- distinct (narHash, narSize, references) attested
+  class     TEXT NOT NULL CHECK (class IN ('single', 'reproduced', 'unreproduced')),
+  last_leaf INTEGER NOT NULL           -- newest attestation of the path
+);
+CREATE INDEX IF NOT EXISTS web_paths_class ON web_paths (class, last_leaf);
+
+-- Substring search over store path names (the part after "<hash>-"): trigram index, no stored text.
+CREATE VIRTUAL TABLE IF NOT EXISTS web_names USING fts5(name, content='', columnsize=0, tokenize='trigram');
+
+-- Paths per class, so the overview does not count a million rows.
+CREATE TABLE IF NOT EXISTS web_class_counts (
+  class TEXT PRIMARY KEY,
+  paths INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Per builder key: what it attested and how often another key signed the same content.
+CREATE TABLE IF NOT EXISTS web_builder_stats (
+  builder_id   INTEGER PRIMARY KEY REFERENCES builders(id),
+  attestations INTEGER NOT NULL,
+  paths        INTEGER NOT NULL,       -- output paths it attested
+  shared       INTEGER NOT NULL,       -- of those, paths another key attested too
+  agreed       INTEGER NOT NULL,       -- of those, paths where another key signed its (single) content
+  equivocated  INTEGER NOT NULL,       -- paths where it signed two or more contents
+  last_leaf    INTEGER NOT NULL
+);
+
+-- Paths advertised per policy (decision 'quorum' and its NAR held), kept by triggers: counting them
+-- means joining every decision with the NARs, about a second on a million paths. src/web/webIndex.ts
+-- recounts once (meta.web_advertised_counted) for a database from before these triggers.
+CREATE TABLE IF NOT EXISTS web_advertised (
+  policy TEXT PRIMARY KEY,
+  paths  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS web_advertised_decision_insert AFTER INSERT ON decisions
+  WHEN NEW.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = NEW.nar_hash)
+BEGIN
+  INSERT INTO web_advertised (policy, paths) VALUES (NEW.policy, 1) ON CONFLICT (policy) DO UPDATE SET paths = paths + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS web_advertised_decision_update AFTER UPDATE ON decisions BEGIN
+  UPDATE web_advertised SET paths = paths - 1
+    WHERE policy = OLD.policy AND OLD.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = OLD.nar_hash);
+  INSERT INTO web_advertised (policy, paths)
+    SELECT NEW.policy, 1 WHERE NEW.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = NEW.nar_hash)
+    ON CONFLICT (policy) DO UPDATE SET paths = paths + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS web_advertised_decision_delete AFTER DELETE ON decisions
+  WHEN OLD.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = OLD.nar_hash)
+BEGIN
+  UPDATE web_advertised SET paths = paths - 1 WHERE policy = OLD.policy;
+END;
+CREATE TRIGGER IF NOT EXISTS web_advertised_nar_insert AFTER INSERT ON nars BEGIN
+  INSERT INTO web_advertised (policy, paths)
+    SELECT policy, COUNT(*) FROM decisions WHERE nar_hash = NEW.nar_hash AND status = 'quorum' GROUP BY policy
+    ON CONFLICT (policy) DO UPDATE SET paths = paths + excluded.paths;
+END;
+CREATE TRIGGER IF NOT EXISTS web_advertised_nar_delete AFTER DELETE ON nars BEGIN
+  UPDATE web_advertised SET paths = paths - (SELECT COUNT(*) FROM decisions d WHERE d.nar_hash = OLD.nar_hash AND d.status = 'quorum' AND d.policy = web_advertised.policy);
+END;

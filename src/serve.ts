@@ -13,6 +13,7 @@ import { narRoutes } from './nars/routes.js';
 import { substituterHandler } from './substituter/handler.js';
 import { upstreamResolver } from './substituter/upstream.js';
 import { UpstreamCaches } from './blobstore/upstream.js';
+import { webRoutes } from './web/routes.js';
 
 export interface RunningServer {
   service: Service;
@@ -45,7 +46,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   });
   const server = createHttpServer(service, metrics, {
     api: [narRoutes({ blobs, catalog, registry: service.registry, compression: config.compression, metrics })],
-    pages: [],
+    pages: [webRoutes(service)],
     fast: [substituter.handle],
   });
   const republish = cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());

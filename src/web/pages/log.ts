@@ -1,0 +1,37 @@
+import { html } from '../html.js';
+import type { LogData } from '../model.js';
+import { int, layout, time } from './layout.js';
+
+export function logPage(d: LogData): string {
+  const latest = d.checkpoints[0];
+  return layout(
+    { title: 'Log', section: 'log' },
+    html`<h1>The log</h1>
+<p>Every accepted attestation is a leaf of an append-only RFC 9162 Merkle tree. The server signs its tree head as a C2SP checkpoint; anyone holding the log's public key can check that an entry is in the tree, and that today's tree extends the one they saw before.</p>
+<dl class="facts">
+<dt>Origin</dt><dd><code>${d.origin}</code></dd>
+<dt>Tree size</dt><dd>${int(d.treeSize)}</dd>
+<dt>Log public key</dt><dd><code class="hash">${d.verifierKey}</code> (<a href="/api/v1/log/key">text</a>). Compare it with the key the operators publish elsewhere: a server can show you any key.</dd>
+</dl>
+<h2>Latest checkpoint</h2>
+${latest ? html`<pre class="note">${latest.note}</pre>` : html`<p class="muted">None yet.</p>`}
+<h2>Recent checkpoints</h2>
+<div class="table"><table class="cards">
+<thead><tr><th scope="col">Tree size</th><th scope="col">Root hash (base64)</th><th scope="col">Signed</th></tr></thead>
+<tbody>${d.checkpoints.map((c) => html`<tr><td data-label="Size" class="num">${int(c.size)}</td><td data-label="Root"><code class="hash">${c.rootHash}</code></td><td data-label="Signed">${time(c.createdAt)}</td></tr>`)}</tbody>
+</table></div>
+<h2>Verify it yourself</h2>
+<ol>
+<li>Audit everything with the command-line tool. It checks every entry's signature, recomputes the tree, compares the root with the signed checkpoint and proves the log only grew since its last run:
+<pre>nix-quorum verify --server $SERVER</pre></li>
+<li>Or by hand, with any RFC 9162 and C2SP implementation (for example <code>golang.org/x/mod/sumdb/note</code> and <code>github.com/transparency-dev/merkle</code>):
+<ul>
+<li><code>GET /api/v1/log/checkpoint</code>: the signed note (origin, tree size, base64 root hash, then <code>— name base64(key id || Ed25519 signature)</code>); verify it with the key from <code>GET /api/v1/log/key</code>.</li>
+<li><code>GET /api/v1/log/entries?start=I&amp;end=J</code>: base64 leaf bytes, at most 1000 per call, end exclusive. A leaf is four UTF-8 lines joined by a newline: the signed statement, the builder key name, the base64 Ed25519 signature, the builder's narinfo signature or an empty line. The statement is <code>nix-quorum-attestation-v1;drvPath;outputName;outPath;narHash;narSize;references joined by ,</code>; check its signature with the builder's key from <code>GET /api/v1/builders</code>.</li>
+<li>Leaf hash <code>SHA-256(0x00 || leaf)</code>, node hash <code>SHA-256(0x01 || left || right)</code>: recompute the root of the first N entries and compare it with the checkpoint of size N.</li>
+<li><code>GET /api/v1/log/proof/inclusion?index=I&amp;size=N</code> proves entry I is in the tree of size N; <code>GET /api/v1/log/proof/consistency?first=M&amp;second=N</code> proves the tree of size N extends the one of size M. Keep the last checkpoint you verified and always ask for the second.</li>
+</ul></li>
+<li>Each path page does the checks for its own entries in your browser: signatures with tweetnacl, proofs with WebCrypto SHA-256, the checkpoint against the log key this browser saw first, and consistency with the last checkpoint it saw.</li>
+</ol>`,
+  );
+}

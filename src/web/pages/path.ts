@@ -1,0 +1,92 @@
+import { html, type Html } from '../html.js';
+import type { OutputData, PathData } from '../model.js';
+import { int, layout, leafLink, list, statusBadge, time } from './layout.js';
+
+/**
+ * The page of one hash part. Each attestation row carries its fields in `data-field` elements: the
+ * browser script (assets/path-page.js) rebuilds the signed statement from exactly that text, so what
+ * it verifies is what the reader sees.
+ */
+
+function references(refs: readonly string[]): Html {
+  if (refs.length === 0) return html`<ul data-field="references" class="refs"></ul><span class="muted">none</span>`;
+  return html`<details><summary>${refs.length} reference${refs.length === 1 ? '' : 's'}</summary><ul data-field="references" class="refs">${refs.map((r) => html`<li><code>${r}</code></li>`)}</ul></details>`;
+}
+
+function decisions(o: OutputData): Html {
+  return html`<div class="table"><table class="cards">
+<caption>Decision under every policy (evaluated now, over keys that are not revoked)</caption>
+<thead><tr><th scope="col">Policy</th><th scope="col">Status</th><th scope="col">Served</th><th scope="col">Reason</th><th scope="col">Agreeing</th><th scope="col">Dissenting</th><th scope="col">Equivocating</th><th scope="col">Not attested</th></tr></thead>
+<tbody>${o.decisions.map(
+    (d) =>
+      html`<tr><td data-label="Policy">${d.policy.name} <span class="muted">(${d.threshold} of ${d.trusted}, ${d.policy.onConflict})</span></td><td data-label="Status">${statusBadge(d.status)}</td><td data-label="Served">${
+        d.served ? 'yes' : d.status === 'quorum' ? 'no: NAR not uploaded yet' : 'no'
+      }</td><td data-label="Reason">${d.reason}</td><td data-label="Agreeing">${list(d.agreeing)}</td><td data-label="Dissenting">${list(d.dissenting)}</td><td data-label="Equivocating">${list(d.equivocating)}</td><td data-label="Not attested">${list(d.missing)}</td></tr>`,
+  )}</tbody>
+</table></div>`;
+}
+
+function groups(o: OutputData): Html {
+  return html`<div class="table"><table class="cards">
+<caption>Agreement groups: attestations of the same NAR hash, size and references</caption>
+<thead><tr><th scope="col">Group</th><th scope="col">Builders</th><th scope="col">NAR hash</th><th scope="col">NAR size</th><th scope="col">References</th><th scope="col">Leaves</th></tr></thead>
+<tbody>${o.groups.map(
+    (g) =>
+      html`<tr><td data-label="Group"><strong>${g.label}</strong></td><td data-label="Builders">${g.builders.length}: ${list(g.builders)}</td><td data-label="NAR hash"><code class="hash">${g.narHash}</code></td><td data-label="NAR size" class="num">${int(g.narSize)}</td><td data-label="References">${
+        g.references.length
+      }</td><td data-label="Leaves">${g.leaves.map((l, i) => html`${i > 0 ? ', ' : ''}<a href="#leaf-${l}">${l}</a>`)}</td></tr>`,
+  )}</tbody>
+</table></div>`;
+}
+
+function attestations(o: OutputData): Html {
+  return html`<div class="table"><table class="cards attestations">
+<caption>Every builder's attestation, as signed and logged</caption>
+<thead><tr><th scope="col">Builder</th><th scope="col">Group</th><th scope="col">NAR hash</th><th scope="col">NAR size (bytes)</th><th scope="col">References</th><th scope="col">Derivation and output</th><th scope="col">Received</th><th scope="col">Leaf</th><th scope="col">Checked in your browser</th></tr></thead>
+<tbody>${o.attestations.map(
+    (a) =>
+      html`<tr id="leaf-${a.leafIndex}" data-leaf="${a.leafIndex}">
+<td data-label="Builder"><strong data-field="builder">${a.builder}</strong></td>
+<td data-label="Group">${a.group}</td>
+<td data-label="NAR hash"><code class="hash" data-field="narHash">${a.narHash}</code></td>
+<td data-label="NAR size" class="num"><span data-field="narSize">${a.narSize}</span></td>
+<td data-label="References">${references(a.references)}</td>
+<td data-label="Derivation"><code class="path" data-field="drvPath">${a.drvPath}</code> output <code data-field="outputName">${a.outputName}</code></td>
+<td data-label="Received">${time(a.createdAt)}</td>
+<td data-label="Leaf">${leafLink(a.leafIndex)}</td>
+<td data-label="In your browser" class="verify"><span class="badge" data-verify>not checked: needs JavaScript</span></td>
+</tr>`,
+  )}</tbody>
+</table></div>`;
+}
+
+function evidence(o: OutputData): Html | '' {
+  if (o.equivocations.length === 0) return '';
+  return html`<h3>Conflict evidence</h3>
+<p>These keys signed more than one content for this output. Each statement below is in the log with its signature; any one pair proves the key equivocated.</p>
+${o.equivocations.map(
+  (e) => html`<h4>${e.builder}</h4>
+<ul class="evidence">${e.statements.map((s) => html`<li><a href="#leaf-${s.leafIndex}">leaf ${s.leafIndex}</a>, group ${s.group}:<pre>${s.statement}</pre></li>`)}</ul>`,
+)}`;
+}
+
+export function pathPage(d: PathData): string {
+  return layout(
+    { title: `Path ${d.hashPart}`, section: 'path', q: d.hashPart, scripts: [{ src: '/assets/nacl-fast.min.js', module: false }, { src: '/assets/path-page.js', module: true }] },
+    html`<h1>Hash part <code>${d.hashPart}</code></h1>
+<p id="verify-status" class="verify-status" role="status" aria-live="polite">This page checks every builder signature and every inclusion proof in your browser, against the log's signed checkpoint. That needs JavaScript; without it, <a href="/log">verify the log yourself</a>.</p>
+${d.outputs.map(
+  (o) => html`<section class="output" data-out-path>
+<h2>Output <code class="path" data-field="outPath">${o.outPath}</code></h2>
+<h3>Decisions</h3>
+${decisions(o)}
+<h3>Agreement</h3>
+${groups(o)}
+<h3>Attestations</h3>
+${attestations(o)}
+${evidence(o)}
+</section>`,
+)}
+<p class="muted">Log size when this page was made: ${int(d.treeSize)}. Raw data: <a href="/api/v1/paths/${d.hashPart}/summary">JSON</a>.</p>`,
+  );
+}
