@@ -3,7 +3,7 @@ import { contentKey, statementText } from '../ledger/attestation.js';
 import { attestationOf, attestationsByLeaf, attestationsOfHashPart, conflicts, hashPartRange, type AttestationRecord, type ConflictRecord } from '../ledger/queries.js';
 import { formatPublicKey } from '../nix/keys.js';
 import { STORE_DIR, type HashPart } from '../nix/storePath.js';
-import type { DecisionStatus } from '../quorum/evaluate.js';
+import type { Decision, DecisionStatus } from '../quorum/evaluate.js';
 import { DEFAULT_POLICY, policyJson } from '../quorum/policies.js';
 import type { Service } from '../service.js';
 import { PATH_CLASSES, type IndexedPath, type PathClass, type WebIndex } from './webIndex.js';
@@ -178,16 +178,8 @@ export interface ContentGroup {
   leaves: number[];
 }
 
-export interface PathDecision {
+export interface PathDecision extends Omit<Decision, 'content'> {
   policy: ReturnType<typeof policyJson>;
-  status: DecisionStatus;
-  reason: string;
-  agreeing: string[];
-  dissenting: string[];
-  equivocating: string[];
-  missing: string[];
-  threshold: number;
-  trusted: number;
   /** Served by the substituter: quorum and the NAR of the agreed content is held. */
   served: boolean;
 }
@@ -240,17 +232,10 @@ function outputData(ctx: WebContext, outPath: string, records: AttestationRecord
     .map(([builder, rs]) => ({ builder, statements: rs.map((r) => ({ leafIndex: r.leafIndex, group: group(r), statement: statementText(attestationOf(r)) })) }));
 
   const held = ctx.service.db.prepare('SELECT 1 FROM nars WHERE nar_hash = ?').pluck();
-  const decisions = ctx.service.decisions.evaluatePath(outPath).map(({ policy, decision: d }) => ({
+  const decisions = ctx.service.decisions.evaluatePath(outPath).map(({ policy, decision: { content, ...d } }) => ({
+    ...d,
     policy: policyJson(policy),
-    status: d.status,
-    reason: d.reason,
-    agreeing: d.agreeing,
-    dissenting: d.dissenting,
-    equivocating: d.equivocating,
-    missing: d.missing,
-    threshold: d.threshold,
-    trusted: d.trusted,
-    served: d.status === 'quorum' && held.get(d.content!.narHash) !== undefined,
+    served: content !== null && held.get(content.narHash) !== undefined,
   }));
   return { outPath, attestations: records.map((r) => ({ ...r, group: group(r) })), groups, decisions, equivocations };
 }
