@@ -42,7 +42,6 @@ export class NarCatalog {
   private readonly insertRow: Statement<unknown[]>;
   private readonly deleteCollectable: Statement<[Record<string, string | number>], NarRow>;
   private readonly quorumOn: Statement<[string], number>;
-  private readonly added: Array<(narHash: NarHash) => void> = [];
 
   constructor(private readonly db: Db) {
     this.byHash = db.prepare('SELECT * FROM nars WHERE nar_hash = ?');
@@ -68,13 +67,8 @@ export class NarCatalog {
 
   add(record: Omit<NarRecord, 'createdAt'>, uploadedBy: number | null): void {
     this.insertRow.run(record.narHash, record.narSize, record.blobKey, record.compression, record.fileHash, record.fileSize, uploadedBy, Date.now());
-    for (const listener of this.added) listener(record.narHash);
   }
 
-  /** Called after a NAR is catalogued (paths waiting only for their NAR become advertised). */
-  onAdd(listener: (narHash: NarHash) => void): void {
-    this.added.push(listener);
-  }
 
   /** Deletes the row of `narHash` only while it still names `blobKey`; true if a row went. */
   remove(narHash: string, blobKey: string): boolean {

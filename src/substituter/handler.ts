@@ -41,17 +41,14 @@ const POLICY_PREFIX = /^\/policy\/([A-Za-z0-9._\-]{1,64})\/(.*)$/;
  */
 export function substituterHandler(deps: SubstituterDeps): { handle: (req: IncomingMessage, res: ServerResponse) => boolean; stop: () => void } {
   const lookup = new QuorumLookup(deps.db);
-  // Rendered narinfo (or null for "not advertised") per policy and hash part.
-  const cache = new Map<string, string | null>();
+  // Rendered, signed narinfos per policy and hash part. Misses are not cached: one indexed read
+  // answers them, and a flood of unknown paths must not push the advertised ones out.
+  const cache = new Map<string, string>();
   const invalidate = (outPaths: Set<string> | 'all') => {
     if (outPaths === 'all') return cache.clear();
     for (const p of outPaths) for (const policy of deps.decisions.getPolicies()) cache.delete(`${policy.name}\0${hashPartOf(p as StorePath)}`);
   };
   deps.decisions.onChange(invalidate);
-  deps.catalog.onAdd((narHash) => {
-    const paths = deps.db.prepare('SELECT DISTINCT out_path FROM decisions WHERE nar_hash = ?').pluck().all(narHash) as string[];
-    invalidate(new Set(paths));
-  });
   // Other processes (admin CLI, a separate ingest node) commit to the same database: drop the cache
   // when SQLite says the file changed under us.
   let dataVersion = deps.db.pragma('data_version', { simple: true });
@@ -65,8 +62,10 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
   }, 250);
   poll.unref();
 
-  const remember = (key: string, value: string | null) => {
-    if (cache.size >= deps.cacheEntries) cache.delete(cache.keys().next().value!);
+  const remember = (key: string, value: string) => {
+    if (deps.cacheEntries === 0) return;
+    // Dropping everything when full is O(1); evicting one by one from a Map's front is not in V8.
+    if (cache.size >= deps.cacheEntries) cache.clear();
     cache.set(key, value);
   };
 
@@ -81,7 +80,7 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
   async function narinfo(res: ServerResponse, policy: Policy, hashPart: HashPart, head: boolean): Promise<void> {
     const started = process.hrtime.bigint();
     const key = `${policy.name}\0${hashPart}`;
-    let text = cache.get(key);
+    let text: string | null | undefined = cache.get(key);
     if (text === undefined) {
       const path = lookup.find(policy.name, hashPart);
       let cacheable = true;
@@ -96,7 +95,7 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
         }
       }
       text ??= renderOrNull(path);
-      if (cacheable) remember(key, text);
+      if (cacheable && text !== null) remember(key, text);
     }
     const result = text === null ? 'miss' : 'hit';
     deps.metrics.narinfoRequests.inc({ policy: policy.name, result });
