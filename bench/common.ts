@@ -1,11 +1,15 @@
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { narHashFromDigest } from '../src/nix/hash.js';
 import { nix32Encode } from '../src/nix/nix32.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 
-/** Shared by the benchmarks: the built CLI, free ports, a server's readiness, random Nix values. */
+/** Shared by the benchmarks: the built CLI, free ports, servers and the nginx peer as child processes, random Nix values. */
 export const CLI_PATH = join(PROJECT_ROOT, 'dist', 'src', 'cli', 'main.js');
 
 export async function freePort(): Promise<number> {
@@ -37,4 +41,168 @@ export function randomStorePath(name: string): string {
 
 export function randomNarHash(): string {
   return narHashFromDigest(randomBytes(32));
+}
+
+/** A server a benchmark started as a child process: where it listens and its pid (for /proc figures). */
+export interface BenchServer {
+  url: string;
+  port: number;
+  pid: number;
+  /** SIGTERM, then waits for the exit. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns `command`, pinned to `cpus` (a taskset list such as "1") when given. taskset execs the
+ * command, so the child's pid is the server's own; its threads (libuv pool, GC) inherit the pinning.
+ */
+function spawnPinned(cpus: string | undefined, command: string, args: string[], options: SpawnOptions): ChildProcess {
+  return cpus === undefined ? spawn(command, args, options) : spawn('taskset', ['-c', cpus, command, ...args], options);
+}
+
+function benchServer(child: ChildProcess, port: number, cleanup: () => void = () => undefined): BenchServer {
+  const exited = once(child, 'exit');
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    pid: child.pid!,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+      cleanup();
+    },
+  };
+}
+
+/** `nix-quorum serve` over `dataDir` as a child process, with `config` (JSON config file contents) if given. */
+export async function startQuorumServer(options: { dataDir: string; config?: object; cpus?: string }): Promise<BenchServer> {
+  const port = await freePort();
+  const args = [CLI_PATH, 'serve', '--data', options.dataDir, '--listen', `127.0.0.1:${port}`];
+  const configDir = options.config ? mkdtempSync(join(tmpdir(), 'nq-bench-config-')) : undefined;
+  if (configDir) {
+    writeFileSync(join(configDir, 'config.json'), JSON.stringify(options.config));
+    args.push('--config', join(configDir, 'config.json'));
+  }
+  const child = spawnPinned(options.cpus, process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, NIX_QUORUM_LOG_LEVEL: 'warn' } });
+  const server = benchServer(child, port, () => configDir && rmSync(configDir, { recursive: true, force: true }));
+  try {
+    await waitForHealth(server.url);
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
+  return server;
+}
+
+/**
+ * Debian's nginx as the static peer: one process (one worker), foreground, on 127.0.0.1, serving
+ * `root`, with the settings of a tuned static cache (sendfile, access log off, keep-alive without a
+ * request cap, as Node's server has none). `serverConfig` is pasted into the server block.
+ */
+export async function startNginx(options: { root: string; serverConfig?: string; cpus?: string }): Promise<BenchServer> {
+  const port = await freePort();
+  const prefix = mkdtempSync(join(tmpdir(), 'nq-bench-nginx-'));
+  const errorLog = join(prefix, 'error.log');
+  const temp = (name: string) => `${name}_temp_path ${join(prefix, name)};`;
+  writeFileSync(
+    join(prefix, 'nginx.conf'),
+    `daemon off;
+master_process off;
+worker_processes 1;
+${process.getuid?.() === 0 ? 'user root root;' : ''}
+pid ${join(prefix, 'nginx.pid')};
+error_log ${errorLog} warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  ${['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map(temp).join('\n  ')}
+  default_type application/octet-stream;
+  types { text/x-nix-narinfo narinfo; }
+  server {
+    listen 127.0.0.1:${port};
+    root ${options.root};
+    ${options.serverConfig ?? ''}
+  }
+}
+`,
+  );
+  const child = spawnPinned(options.cpus, '/usr/sbin/nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const server = benchServer(child, port, () => rmSync(prefix, { recursive: true, force: true }));
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null || child.signalCode !== null || i === 200) {
+      const log = readFileSync(errorLog, { encoding: 'utf8', flag: 'a+' });
+      await server.stop();
+      throw new Error(`nginx did not start on port ${port}: ${log}`);
+    }
+    if (await listening(port)) return server;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+/** CPU seconds (user + system, all threads) a live process has used so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces, so split after its closing paren): utime is 14th, stime 15th overall.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The value at percentile `p` (0-100) of ascending `sorted` (nearest rank). */
+export function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+const PACKAGE_STEMS = `python3 perl gcc glibc openssl zlib bash coreutils hello curl git llvm clang rustc cargo go nodejs ruby
+  sqlite postgresql nginx systemd util-linux linux-headers binutils gnumake cmake meson ninja pkg-config libxml2 libffi libpng
+  freetype fontconfig harfbuzz cairo pango gtk3 qtbase ffmpeg gstreamer pipewire alsa-lib mesa wayland libX11 dbus glib icu boost
+  protobuf openblas numpy scipy pandas requests urllib3 setuptools pytest sphinx jinja2 pyyaml emacs vim tmux ripgrep jq gdb firefox`.split(/\s+/);
+const PACKAGE_PREFIXES = ['', '', '', 'python3.11-', 'python3.12-', 'perl5.38-', 'haskell-', 'node-'];
+const pickOne = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
+
+/**
+ * A Nixpkgs-like package name with version, e.g. `python3.12-numpy-1.26.4` or `libqzkfrwa-3.0.7`
+ * (7-35 characters, mostly 12-25): common stems shared by many paths, and rare random ones.
+ */
+export function randomPackageName(): string {
+  const stem = Math.random() < 0.3 ? `lib${Array.from({ length: 7 }, () => pickOne([...'abcdefghijklmnopqrstuvwxyz'])).join('')}` : pickOne(PACKAGE_STEMS);
+  return `${pickOne(PACKAGE_PREFIXES)}${stem}-${Math.floor(Math.random() * 12)}.${Math.floor(Math.random() * 30)}.${Math.floor(Math.random() * 10)}`;
+}
+
+/**
+ * Runs a command to completion and resolves with its stdout; rejects with its stderr on a non-zero
+ * exit. Asynchronous on purpose: while spawnSync blocks the event loop, idle keep-alive sockets of
+ * this process's fetch() are not reaped, and the next fetch picks one the server has since closed.
+ */
+export function exec(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.once('error', reject);
+    child.once('close', (code, signal) => (code === 0 ? resolve(stdout) : reject(new Error(`${command} ${args.join(' ')} failed (${code ?? signal}): ${stderr}${stdout}`))));
+  });
 }
