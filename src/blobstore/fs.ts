@@ -29,6 +29,7 @@ const FAN_MARK = '@';
  * they stay; a live writer touches its file on every write.
  */
 const DEFAULT_STALE_TEMP_MS = 60 * 60 * 1000;
+const READ_CHUNK = 1024 * 1024;
 
 /**
  * The embedded default store: one file per blob under a root directory.
@@ -99,7 +100,8 @@ export class FsBlobStore implements BlobStore {
       // place and cannot change what this read returns.
       const { size } = await handle.stat();
       const { start, end } = resolveRange(range, size);
-      const body = handle.createReadStream(end >= start ? { start, end } : { start });
+      // 1 MiB reads: the default 64 KiB means 16,384 thread-pool round trips per GiB served.
+      const body = handle.createReadStream({ start, ...(end >= start ? { end } : {}), highWaterMark: READ_CHUNK });
       return { body, size, start, end };
     } catch (err) {
       await handle.close().catch(() => undefined);

@@ -247,7 +247,8 @@ function download(url: string): Promise<{ status: number; declared: number; rece
         res.on('error', () => undefined); // "aborted": judged by `complete` below
         res.on('close', () => resolve({ status: res.statusCode!, declared: Number(res.headers['content-length']), received: Buffer.concat(chunks), complete: res.complete }));
       })
-      .on('error', reject);
+      // A blob that fits in one read fails before any byte (or header) leaves: the connection drops.
+      .on('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? resolve({ status: 0, declared: NaN, received: Buffer.alloc(0), complete: false }) : reject(error)));
   });
 }
 
@@ -338,9 +339,9 @@ describe('a stored, advertised NAR', () => {
           got = await download(narUrl);
           await until('the server counts the corrupt read', async () => (await metric(server, 'nixquorum_blobstore_errors_total{op="corrupt"}')) > before);
         });
-        expect(got!.status).toBe(200); // headers go out before the last chunk is checked
+        // Either the headers went out and the body breaks off before its end, or the connection drops.
         expect(got!.complete).toBe(false);
-        expect(got!.received.length).toBeLessThan(got!.declared);
+        if (got!.status !== 0) expect(got!.received.length).toBeLessThan(got!.declared);
         expect(await metric(server, 'nixquorum_blobstore_errors_total{op="corrupt"}')).toBe(before + 1);
         expect(lines).toContainEqual(expect.objectContaining({ level: 'error', msg: 'blob store returned corrupted NAR bytes', key }));
         expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
