@@ -222,8 +222,8 @@ try {
   // Warm-up (JIT, page cache, SQLite cache), untimed.
   for (const kind of ['hits', 'misses'] as const) for (const server of [nginx, uncached]) await wrk(server, kind, 3, scriptFile, listFile);
   for (let round = 0; round < rounds; round++) {
-    // A fresh cached server each round, with every path in its cache: rounds stay independent,
-    // because misses fill the cache and, once it is full, evict the hits.
+    // A fresh cached server each round, with every path in its cache, so every round starts from
+    // the same state whatever the previous round's flood left behind.
     await cached.stop();
     servers.splice(servers.indexOf(cached), 1);
     cached = await startQuorumServer({ dataDir, cpus: serverCpu });
