@@ -22,6 +22,8 @@ export function openDb(file: string): Db {
   db.pragma('busy_timeout = 10000');
   // Ingest touches index pages at random (paths are hashes): keep a large share of them in memory.
   db.pragma('cache_size = -131072');
+  // A WAL that grew during a burst is cut back to this size once it restarts, not kept at its peak.
+  db.pragma('journal_size_limit = 67108864');
   db.exec(schema());
   return db;
 }

@@ -13,6 +13,8 @@ import type { Logger } from './log.js';
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, type SecretKey } from './nix/keys.js';
 import { DecisionMaterializer } from './quorum/decisions.js';
 import { ensureDefaultPolicy } from './quorum/policies.js';
+import { WalCheckpointer } from './wal/checkpointer.js';
+import { WalSync } from './wal/sync.js';
 
 /** Everything the server roles share: one database, one registry, one log, one set of keys. */
 export interface Service {
@@ -45,6 +47,8 @@ export function openService(config: Config, logger: Logger): Service {
   const paths = dataPaths(config.dataDir);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const db = openDb(paths.db);
+  const walCheckpointer = new WalCheckpointer(db, logger);
+  const walSync = new WalSync(`${paths.db}-wal`);
   const instance = meta(db, 'instance_id', () => randomBytes(4).toString('hex'));
   const origin = config.ledger.origin ?? meta(db, 'origin', () => `nix-quorum-${instance}`);
   const adminToken = readOrCreate(paths.adminToken, newAdminToken);
@@ -58,7 +62,7 @@ export function openService(config: Config, logger: Logger): Service {
   const registry = new BuilderRegistry(db);
   const log = new MerkleLog(db);
   const verifier = new VerifyPool();
-  const ingestor = new Ingestor(db, registry, log, verifier);
+  const ingestor = new Ingestor(db, registry, log, verifier, walSync);
   const decisions = new DecisionMaterializer(db, registry);
   ingestor.onCommit((paths) => decisions.recompute(paths));
   const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);
@@ -82,6 +86,8 @@ export function openService(config: Config, logger: Logger): Service {
     close() {
       checkpoints.stop();
       void verifier.close();
+      walCheckpointer.close();
+      walSync.close();
       db.close();
     },
   };

@@ -5,6 +5,7 @@ import { encodeLeaf } from './leaf.js';
 import type { MerkleLog } from './log.js';
 import type { Builder, BuilderRegistry } from './registry.js';
 import type { VerifyPool } from './verifyPool.js';
+import type { WalSync } from '../wal/sync.js';
 
 export type IngestResult =
   | { status: 'accepted'; leafIndex: number }
@@ -38,7 +39,8 @@ const MAX_WAIT_MS = 5;
 /**
  * Verifies attestations and appends them to the log with group commit: everything submitted while a
  * commit runs joins the next one, so a burst of N concurrent requests costs one fsync, not N.
- * A returned promise resolves only after COMMIT, i.e. after SQLite fsync'd the WAL (synchronous=FULL).
+ * A returned promise resolves only after COMMIT and after the WAL holding it was fsync'd (WalSync);
+ * the fsync of one batch overlaps the verification and commit of the next.
  */
 export class Ingestor {
   private queue: Pending[] = [];
@@ -61,6 +63,7 @@ export class Ingestor {
     private readonly registry: BuilderRegistry,
     private readonly log: MerkleLog,
     private readonly verifier: VerifyPool,
+    private readonly walSync: WalSync,
   ) {
     this.byOutputAndBuilder = db.prepare(
       'SELECT leaf_index, nar_hash, nar_size, refs, drv_path, output_name FROM attestations WHERE out_path = ? AND builder_id = ? ORDER BY leaf_index',
@@ -77,7 +80,7 @@ export class Ingestor {
     this.hooks.push(hook);
   }
 
-  /** Runs after each durable commit (e.g. to schedule a checkpoint). */
+  /** Runs after each commit is durable, in commit order (e.g. to schedule a checkpoint). */
   onCommitted(listener: () => void): void {
     this.committedListeners.push(listener);
   }
@@ -153,14 +156,30 @@ export class Ingestor {
     this.queuedItems -= count;
     this.oldestQueuedAt = Date.now();
     if (batch.length === 0) return;
+    let results: IngestResult[][];
     try {
-      const results = this.db.transaction(() => this.commit(batch))();
-      this.stats.commits++;
-      batch.forEach((p, i) => p.resolve(results[i]!));
-      for (const listener of this.committedListeners) listener();
+      // NORMAL: COMMIT writes the WAL without waiting for the disk; nothing is acknowledged before walSync.
+      this.db.pragma('synchronous = NORMAL');
+      try {
+        results = this.db.transaction(() => this.commit(batch))();
+      } finally {
+        this.db.pragma('synchronous = FULL');
+      }
     } catch (error) {
       for (const p of batch) p.reject(error);
+      this.schedule();
+      return;
     }
+    this.stats.commits++;
+    this.walSync.sync().then(
+      () => {
+        batch.forEach((p, i) => p.resolve(results[i]!));
+        for (const listener of this.committedListeners) listener();
+      },
+      (error: unknown) => {
+        for (const p of batch) p.reject(error);
+      },
+    );
     this.schedule();
   }
 
