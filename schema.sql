@@ -97,8 +97,12 @@ CREATE TABLE IF NOT EXISTS decisions (
   updated_at INTEGER NOT NULL,
   PRIMARY KEY (policy, out_path)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS decisions_status ON decisions (policy, status);
-CREATE INDEX IF NOT EXISTS decisions_nar ON decisions (nar_hash);
+-- No index on status: no query needs one, and under ingest it cost a random page write per decision.
+DROP INDEX IF EXISTS decisions_status;
+-- Every lookup by NAR asks for decisions with quorum; pending and blocked rows (most writes under
+-- ingest) stay out of the index.
+DROP INDEX IF EXISTS decisions_nar;
+CREATE INDEX IF NOT EXISTS decisions_quorum_nar ON decisions (nar_hash) WHERE status = 'quorum';
 
 -- NARs held by the blob store, keyed by narHash. A blob is written before its row (durable first).
 CREATE TABLE IF NOT EXISTS nars (
