@@ -7,6 +7,12 @@ declare const narHashBrand: unique symbol;
 export type NarHash = string & { readonly [narHashBrand]: true };
 
 const SHA256_BYTES = 32;
+/**
+ * `sha256:<nix32>` as Nix prints it. 52 characters carry 260 bits; the first one holds the top bit
+ * of the 256 and four that must be zero, so it is 0 or 1, and every string of this shape is a
+ * valid, canonical hash (ingest parses one per attestation: no decode and re-encode needed).
+ */
+const CANONICAL = /^sha256:[01][0123456789abcdfghijklmnpqrsvwxyz]{51}$/;
 
 /** Wraps a raw SHA-256 digest as a canonical NarHash. */
 export function narHashFromDigest(digest: Uint8Array): NarHash {
@@ -25,6 +31,7 @@ export function narHashDigest(hash: NarHash): Buffer {
  */
 export function parseNarHash(text: string, field = 'narHash'): NarHash {
   if (typeof text !== 'string') throw new QuorumError('bad-hash', `${field} must be a string`, { field });
+  if (CANONICAL.test(text)) return text as NarHash;
   let digest: Buffer | undefined;
   const sri = /^sha256-([A-Za-z0-9+/]{43}=)$/.exec(text);
   if (sri) digest = Buffer.from(sri[1]!, 'base64');
