@@ -11,7 +11,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { statementText } from '../src/ledger/attestation.js';
@@ -19,7 +19,7 @@ import { createLogger } from '../src/log.js';
 import { generateSecretKey, signRaw, verifyRaw } from '../src/nix/keys.js';
 import { loadConfig } from '../src/config.js';
 import { openService } from '../src/service.js';
-import { CLI_PATH, freePort, randomNarHash, randomStorePath, waitForHealth } from './common.js';
+import { CLI_PATH, cpuSeconds, freePort, randomNarHash, randomStorePath, waitForHealth } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -72,6 +72,11 @@ const child = haveStrace
 const url = `http://127.0.0.1:${port}`;
 await waitForHealth(url);
 
+// Under strace the server is strace's child.
+const serverPid = haveStrace ? Number(spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0]) : child.pid!;
+const serverCpuBefore = cpuSeconds(serverPid);
+const clientCpuBefore = process.cpuUsage();
+
 let next = 0;
 let acknowledged = 0;
 t = process.hrtime.bigint();
@@ -87,11 +92,13 @@ await Promise.all(
   }),
 );
 const ingestSeconds = Number(process.hrtime.bigint() - t) / 1e9;
+const serverCpu = cpuSeconds(serverPid) - serverCpuBefore;
+const clientCpuUsage = process.cpuUsage(clientCpuBefore);
+const clientCpu = (clientCpuUsage.user + clientCpuUsage.system) / 1e6;
 const metrics = await (await fetch(`${url}/metrics`)).text();
 const commits = Number(/^nixquorum_ingest_commits_total (\d+)/m.exec(metrics)?.[1] ?? NaN);
-// Stop the server itself (under strace it is strace's child), so strace sees it exit and writes its summary.
+// Stop the server itself, so strace sees it exit and writes its summary.
 const exited = new Promise((r) => child.once('exit', r));
-const serverPid = haveStrace ? Number(spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0]) : child.pid!;
 process.kill(serverPid, 'SIGTERM');
 await exited;
 
@@ -106,6 +113,7 @@ console.log(`attestations         ${acknowledged} in ${ingestSeconds.toFixed(2)}
 console.log(`durable ingest       ${rate.toFixed(0)} attestations/s`);
 console.log(`raw Ed25519 verify   ${verifyRate.toFixed(0)} verifies/s (single core, node:crypto, same run)`);
 console.log(`ratio                ${(rate / verifyRate).toFixed(2)} (goal >= 0.8)`);
+console.log(`CPU seconds          server ${serverCpu.toFixed(2)} (${((serverCpu / acknowledged) * 1e6).toFixed(0)} µs per attestation; verifying alone would be ${((1 / verifyRate) * 1e6).toFixed(0)}), clients ${clientCpu.toFixed(2)}, on ${availableParallelism()} cores`);
 console.log(`group commits        ${commits} (${(acknowledged / commits).toFixed(0)} attestations per commit)`);
 console.log(`fsyncs               ${haveStrace ? `${fsyncs} = ${(fsyncs / acknowledged).toFixed(4)} per attestation (goal <= 0.01)` : 'strace not installed: not counted'}`);
 rmSync(dir, { recursive: true, force: true });
