@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { statementText } from '../src/ledger/attestation.js';
+import { statementText } from '../src/ledger/statement.js';
 import { createLogger } from '../src/log.js';
 import { generateSecretKey, signRaw, verifyRaw } from '../src/nix/keys.js';
 import { loadConfig } from '../src/config.js';

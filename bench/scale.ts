@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
 import { dataPaths } from '../src/dataDir.js';
 import { openDb, type Db } from '../src/db.js';
-import type { Attestation } from '../src/ledger/attestation.js';
+import type { Attestation } from '../src/ledger/statement.js';
 import { decodeLeaf, encodeLeaf } from '../src/ledger/leaf.js';
 import { MerkleLog } from '../src/ledger/log.js';
 import { leafHash, verifyInclusion } from '../src/ledger/merkle.js';

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
-import type { Attestation } from '../src/ledger/attestation.js';
+import type { Attestation } from '../src/ledger/statement.js';
 import { encodeLeaf } from '../src/ledger/leaf.js';
 import { createLogger } from '../src/log.js';
 import { generateSecretKey } from '../src/nix/keys.js';

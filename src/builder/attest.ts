@@ -1,4 +1,4 @@
-import { statementText, type Attestation } from '../ledger/attestation.js';
+import { statementText, type Attestation } from '../ledger/statement.js';
 import { fingerprint } from '../nix/fingerprint.js';
 import { signNix, signRaw, type SecretKey } from '../nix/keys.js';
 import type { BuiltOutput } from './outputs.js';

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QuorumError } from '../errors.js';
-import type { Attestation } from '../ledger/attestation.js';
+import type { Attestation } from '../ledger/statement.js';
 import type { Logger } from '../log.js';
 import type { SecretKey } from '../nix/keys.js';
 import { hashPartOf } from '../nix/storePath.js';
@@ -8,6 +8,7 @@ import { pathInfos, spawnNarDump } from './nix.js';
 import { runPool } from './pool.js';
 import { upstreamHasNar, type QuorumClient } from './remote.js';
 import type { Spool, SpoolEntry } from './spool.js';
+import { readSpoolEntry } from './spoolEntry.js';
 
 export interface RetryPolicy {
   /** Tries per entry within one drain (1 = no retry). */
@@ -119,7 +120,7 @@ async function processEntry(name: string, options: DrainOptions): Promise<Outcom
   const { spool, logger } = options;
   let entry: SpoolEntry;
   try {
-    entry = spool.read(name);
+    entry = readSpoolEntry(spool, name);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'gone' };
     const reason = (error as Error).message;

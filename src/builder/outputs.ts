@@ -1,5 +1,5 @@
 import { QuorumError } from '../errors.js';
-import type { StatementFields } from '../ledger/attestation.js';
+import type { StatementFields } from '../ledger/statement.js';
 import type { StorePath } from '../nix/storePath.js';
 import { derivationOutputs, invalidPaths, pathInfos, type NixStore } from './nix.js';
 

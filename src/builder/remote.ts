@@ -3,7 +3,7 @@ import https from 'node:https';
 import { Transform, type Readable } from 'node:stream';
 import { QuorumError } from '../errors.js';
 import { httpJson } from '../http/client.js';
-import type { Attestation } from '../ledger/attestation.js';
+import type { Attestation } from '../ledger/statement.js';
 import { uploadAuthHeader } from '../nars/uploadAuth.js';
 import type { NarHash } from '../nix/hash.js';
 import type { SecretKey } from '../nix/keys.js';

@@ -1,10 +1,9 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { writeFileDurable } from '../dataDir.js';
 import { QuorumError } from '../errors.js';
-import { describeZodError, parseAttestation, statementText, type Attestation } from '../ledger/attestation.js';
+import { statementText, type Attestation } from '../ledger/statement.js';
 import { sha256 } from '../nix/hash.js';
 import { hashPartOf } from '../nix/storePath.js';
 import { attestationJson } from './attest.js';
@@ -18,7 +17,8 @@ import { attestationJson } from './attest.js';
  *   {"version":1,"attestation":{…submitted JSON…},"store":"<store URI>"|null,"createdAt":"<ISO time>"}
  * `store` is where the agent reads the NAR from (null: Nix's default). The name depends only on what
  * was signed, so attesting the same output twice rewrites one file instead of queueing two.
- * Files that fail to parse are moved to `quarantine/` next to a `.reason` file.
+ * Entries are read back with readSpoolEntry (spoolEntry.ts); files that fail to parse are moved to
+ * `quarantine/` next to a `.reason` file.
  */
 export interface SpoolEntry {
   name: string;
@@ -26,19 +26,9 @@ export interface SpoolEntry {
   store: string | null;
 }
 
-const ENTRY_NAME = /^[0-9a-df-np-sv-z]{32}-[0-9a-f]{16}\.json$/;
 export const QUARANTINE_DIR = 'quarantine';
 /** A temp file this old was left by a hook killed before its rename. */
 const STALE_TEMP_MS = 60 * 60 * 1000;
-
-const envelope = z
-  .object({
-    version: z.literal(1, 'version must be 1'),
-    attestation: z.record(z.string(), z.unknown(), 'attestation must be an object'),
-    store: z.string().min(1).nullable(),
-    createdAt: z.string(),
-  })
-  .strict();
 
 /** Where the spool lives unless configured: system-wide for root (the Nix daemon's hook), else per user. */
 export function defaultSpoolDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -74,25 +64,6 @@ export class Spool {
   /** Names of queued entries, sorted; a missing spool is an empty one. Every `*.json` counts, so a stray file gets quarantined, not ignored. */
   list(): string[] {
     return this.names().filter((n) => n.endsWith('.json')).sort();
-  }
-
-  /** Reads and validates an entry; throws 'bad-spool-entry' for anything the agent cannot submit. */
-  read(name: string): SpoolEntry {
-    if (!ENTRY_NAME.test(name)) throw new QuorumError('bad-spool-entry', `${name}: not a spool entry name (<hashPart>-<16 hex>.json)`);
-    const text = readFileSync(join(this.dir, name), 'utf8');
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (e) {
-      throw new QuorumError('bad-spool-entry', `${name}: not valid JSON (${(e as Error).message})`);
-    }
-    const parsed = envelope.safeParse(json);
-    if (!parsed.success) throw new QuorumError('bad-spool-entry', `${name}: ${describeZodError(parsed.error)}`);
-    try {
-      return { name, attestation: parseAttestation(parsed.data.attestation, 'attestation'), store: parsed.data.store };
-    } catch (e) {
-      throw new QuorumError('bad-spool-entry', `${name}: ${(e as Error).message}`);
-    }
   }
 
   /** Forgets an acknowledged entry; removing one that is already gone (another drain won) is fine. */

@@ -1,4 +1,4 @@
-import type { Attestation } from '../ledger/attestation.js';
+import type { Attestation } from '../ledger/statement.js';
 import type { SecretKey } from '../nix/keys.js';
 import type { StorePath } from '../nix/storePath.js';
 import { signOutput } from './attest.js';

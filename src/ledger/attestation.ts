@@ -1,42 +1,12 @@
 import { z } from 'zod';
 import { QuorumError } from '../errors.js';
-import { parseNarHash, type NarHash } from '../nix/hash.js';
+import { parseNarHash } from '../nix/hash.js';
 import { parseDrvPath, parseStorePath, type StorePath } from '../nix/storePath.js';
+import type { Attestation } from './statement.js';
 
-/** A builder's claim: building drvPath gave outPath with this content. Typed and validated. */
-export interface Attestation {
-  drvPath: StorePath;
-  outputName: string;
-  outPath: StorePath;
-  narHash: NarHash;
-  narSize: number;
-  /** Full store paths, sorted, without duplicates. */
-  references: StorePath[];
-  /** Key name of the builder. */
-  builder: string;
-  /** 64-byte Ed25519 signature over statementText(). */
-  signature: Buffer;
-  /** The builder's Nix `Sig` over the narinfo fingerprint, served alongside ours. */
-  narinfoSignature: string | null;
-}
-
-export const STATEMENT_PREFIX = 'nix-quorum-attestation-v1';
 const OUTPUT_NAME = /^[A-Za-z0-9+\-._?=]{1,64}$/;
 const KEY_NAME = /^[A-Za-z0-9._+\-]{1,128}$/;
 export const MAX_REFERENCES = 10_000;
-
-/** What a statement says about one build output: everything but who signed it. */
-export type StatementFields = Pick<Attestation, 'drvPath' | 'outputName' | 'outPath' | 'narHash' | 'narSize' | 'references'>;
-
-/** The exact UTF-8 text a builder signs (design.md). */
-export function statementText(a: StatementFields): string {
-  return [STATEMENT_PREFIX, a.drvPath, a.outputName, a.outPath, a.narHash, String(a.narSize), a.references.join(',')].join(';');
-}
-
-/** What "the same content" means for quorum: equal narHash, narSize and references. */
-export function contentKey(a: Pick<Attestation, 'narHash' | 'narSize' | 'references'>): string {
-  return `${a.narHash};${a.narSize};${a.references.join(',')}`;
-}
 
 const storePath = (field: string) =>
   z.string().transform((s, ctx) => {

@@ -1,7 +1,7 @@
 import { QuorumError } from '../errors.js';
 import { httpJson } from '../http/client.js';
 import { parsePublicKey, verifyRaw, type PublicKey } from '../nix/keys.js';
-import { contentKey, statementText } from './attestation.js';
+import { contentKey, statementText } from './statement.js';
 import { parseCheckpoint, parseNoteVerifierKey, type Checkpoint } from './checkpoint.js';
 import { TreeFrontier } from './frontier.js';
 import { decodeLeaf } from './leaf.js';

@@ -1,6 +1,6 @@
 import type { Statement } from 'better-sqlite3';
 import type { Db } from '../db.js';
-import { contentKey, statementText, type Attestation } from './attestation.js';
+import { contentKey, statementText, type Attestation } from './statement.js';
 import { encodeLeaf } from './leaf.js';
 import type { MerkleLog } from './log.js';
 import type { Builder, BuilderRegistry } from './registry.js';

@@ -1,5 +1,6 @@
 import { QuorumError } from '../errors.js';
-import { parseAttestation, statementText, type Attestation } from './attestation.js';
+import { parseAttestation } from './attestation.js';
+import { statementText, type Attestation } from './statement.js';
 
 /**
  * Leaf bytes of the log (UTF-8, four lines joined by "\n", no trailing newline):

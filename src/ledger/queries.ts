@@ -91,7 +91,7 @@ export function conflicts(db: Db, options: { limit: number; outPath?: string }):
 }
 
 /** The typed attestation of a stored record (the database only holds validated values). */
-export function attestationOf(r: AttestationRecord): import('./attestation.js').Attestation {
+export function attestationOf(r: AttestationRecord): import('./statement.js').Attestation {
   return {
     drvPath: r.drvPath,
     outputName: r.outputName,
@@ -102,5 +102,5 @@ export function attestationOf(r: AttestationRecord): import('./attestation.js').
     builder: r.builder,
     signature: Buffer.from(r.signature, 'base64'),
     narinfoSignature: r.narinfoSignature,
-  } as import('./attestation.js').Attestation;
+  } as import('./statement.js').Attestation;
 }

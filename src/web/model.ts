@@ -1,5 +1,5 @@
 import { QuorumError } from '../errors.js';
-import { contentKey, statementText } from '../ledger/attestation.js';
+import { contentKey, statementText } from '../ledger/statement.js';
 import { attestationOf, attestationsByLeaf, attestationsOfHashPart, conflicts, hashPartRange, type AttestationRecord, type ConflictRecord } from '../ledger/queries.js';
 import { formatPublicKey } from '../nix/keys.js';
 import { STORE_DIR, type HashPart } from '../nix/storePath.js';

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { attestationJson, signOutput } from '../../src/builder/attest.js';
-import { parseAttestation, statementText } from '../../src/ledger/attestation.js';
+import { parseAttestation } from '../../src/ledger/attestation.js';
+import { statementText } from '../../src/ledger/statement.js';
 import { fingerprint } from '../../src/nix/fingerprint.js';
 import { parseNarHash } from '../../src/nix/hash.js';
 import { generateSecretKey, verifyNix, verifyRaw } from '../../src/nix/keys.js';

@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Spool } from '../../src/builder/spool.js';
-import { statementText } from '../../src/ledger/attestation.js';
+import { readSpoolEntry } from '../../src/builder/spoolEntry.js';
+import { statementText } from '../../src/ledger/statement.js';
 import { parseNarHash } from '../../src/nix/hash.js';
 import { formatSecretKey, generateSecretKey, verifyRaw } from '../../src/nix/keys.js';
 import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
@@ -183,7 +184,7 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
     expect(build.stderr).not.toMatch(/nix-quorum hook: ERROR/);
 
     const queue = new Spool(spool);
-    const entries = queue.list().map((n) => queue.read(n));
+    const entries = queue.list().map((n) => readSpoolEntry(queue, n));
     expect(entries.map((e) => e.attestation.outPath).sort()).toEqual(outputs);
 
     // What was signed is what Nix's database says, and the narinfo signature is the very one Nix makes with the same key.
@@ -224,7 +225,7 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
     const { spool, build, outputs } = buildWithHook('kill', { count: 2, bigBytes: BIG });
     expect(build.status, build.stderr).toBe(0);
     const queue = new Spool(spool);
-    const entries = queue.list().map((n) => queue.read(n));
+    const entries = queue.list().map((n) => readSpoolEntry(queue, n));
     expect(entries).toHaveLength(outputs.length);
     const big = entries.find((e) => e.attestation.outPath.endsWith('-nq-big'))!.attestation;
     const server = await up();
@@ -239,7 +240,7 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
       await stalled;
       await stopChild(agent1, 'SIGKILL');
       expect(await serverHasNar(server, big.narHash)).toBe(false);
-      expect(queue.list().map((n) => queue.read(n).attestation.outPath)).toContain(big.outPath);
+      expect(queue.list().map((n) => readSpoolEntry(queue, n).attestation.outPath)).toContain(big.outPath);
 
       // 2. Killed after uploading, before the attestation reached the server.
       proxy.mode = 'hold-post';
@@ -248,7 +249,7 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
       const [heldItem] = JSON.parse(await held) as Array<{ outPath: string; narHash: string }>;
       await stopChild(agent2, 'SIGKILL');
       expect(await serverHasNar(server, heldItem!.narHash)).toBe(true);
-      expect(queue.list().map((n) => queue.read(n).attestation.outPath)).toContain(heldItem!.outPath);
+      expect(queue.list().map((n) => readSpoolEntry(queue, n).attestation.outPath)).toContain(heldItem!.outPath);
 
       // 3. Killed after the server committed an attestation, before the agent heard back: the entry stays and is resubmitted.
       proxy.mode = 'swallow-post-answer';
@@ -259,7 +260,7 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
       // 'duplicate' when stage 1's kill came after the server committed that entry but before the agent removed it.
       expect(answer).toEqual({ results: [expect.objectContaining({ status: expect.stringMatching(/^(accepted|duplicate)$/) })] });
       expect((await ledgerPath(server, sent[0]!.outPath))?.attestations).toHaveLength(1);
-      expect(queue.list().map((n) => queue.read(n).attestation.outPath)).toContain(sent[0]!.outPath);
+      expect(queue.list().map((n) => readSpoolEntry(queue, n).attestation.outPath)).toContain(sent[0]!.outPath);
     } finally {
       await proxy.close();
     }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { signOutput } from '../../src/builder/attest.js';
 import { QUARANTINE_DIR, Spool } from '../../src/builder/spool.js';
+import { readSpoolEntry } from '../../src/builder/spoolEntry.js';
 import { generateSecretKey } from '../../src/nix/keys.js';
 import { parseNarHash } from '../../src/nix/hash.js';
 import type { StorePath } from '../../src/nix/storePath.js';
@@ -32,7 +33,7 @@ describe('Spool', () => {
     const a = attestation();
     const name = spool.add(a, '/tmp/some-store');
     expect(spool.list()).toEqual([name]);
-    const entry = spool.read(name);
+    const entry = readSpoolEntry(spool, name);
     expect(entry).toEqual({ name, attestation: a, store: '/tmp/some-store' });
     const json = JSON.parse(readFileSync(join(spool.dir, name), 'utf8')) as Record<string, unknown>;
     expect(json).toMatchObject({ version: 1, store: '/tmp/some-store', attestation: { outPath: a.outPath, signature: a.signature.toString('base64') } });
@@ -68,7 +69,7 @@ describe('Spool', () => {
     ];
     for (const [name, body, message] of variants) {
       write(name, body);
-      expect(() => spool.read(name), name).toThrow(expect.objectContaining({ code: 'bad-spool-entry', message: expect.stringMatching(message) }));
+      expect(() => readSpoolEntry(spool, name), name).toThrow(expect.objectContaining({ code: 'bad-spool-entry', message: expect.stringMatching(message) }));
     }
     expect(spool.list()).toContain('stray.json');
   });

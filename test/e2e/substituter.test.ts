@@ -1,7 +1,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { statementText } from '../../src/ledger/attestation.js';
+import { statementText } from '../../src/ledger/statement.js';
 import { formatSecretKey, generateSecretKey, signRaw, type SecretKey } from '../../src/nix/keys.js';
 import { parseNarInfo } from '../../src/nix/narinfo.js';
 import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config } from '../../src/config.js';
-import { statementText } from '../../src/ledger/attestation.js';
+import { statementText } from '../../src/ledger/statement.js';
 import { narHashFromDigest } from '../../src/nix/hash.js';
 import { signRaw, type SecretKey } from '../../src/nix/keys.js';
 import { nix32Encode } from '../../src/nix/nix32.js';
