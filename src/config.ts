@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { blobStoreConfig } from './blobstore/config.js';
+import { configFile, envInput, type Json } from './configEnv.js';
 import { QuorumError } from './errors.js';
 
 const hostPort = z
@@ -71,28 +72,6 @@ export const configSchema = z
 export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 
-/** Environment variables and the config path they set. */
-const ENV: Array<[string, string[]]> = [
-  ['NIX_QUORUM_DATA', ['dataDir']],
-  ['NIX_QUORUM_LISTEN', ['listen']],
-  ['NIX_QUORUM_LOG_LEVEL', ['logLevel']],
-  ['NIX_QUORUM_SERVER', ['builder', 'server']],
-  ['NIX_QUORUM_KEY_FILE', ['builder', 'keyFile']],
-  ['NIX_QUORUM_SPOOL', ['builder', 'spool']],
-  ['NIX_QUORUM_STORE', ['builder', 'store']],
-];
-
-type Json = { [k: string]: unknown };
-
-function setPath(target: Json, path: string[], value: unknown): void {
-  let node = target;
-  for (const key of path.slice(0, -1)) {
-    node[key] = typeof node[key] === 'object' && node[key] !== null ? node[key] : {};
-    node = node[key] as Json;
-  }
-  node[path[path.length - 1]!] = value;
-}
-
 function merge(base: Json, over: Json): Json {
   const out: Json = { ...base };
   for (const [k, v] of Object.entries(over)) {
@@ -112,7 +91,7 @@ export function describeIssues(error: z.ZodError, source: string): string {
  */
 export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; flags?: Json } = {}): Config {
   const env = options.env ?? process.env;
-  const file = options.file ?? env.NIX_QUORUM_CONFIG;
+  const file = configFile(options.file, env);
   let fromFile: Json = {};
   if (file) {
     let text: string;
@@ -129,9 +108,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; fl
     const fileCheck = configSchema.safeParse(fromFile);
     if (!fileCheck.success) throw new QuorumError('bad-config', describeIssues(fileCheck.error, `config file ${file}`), { field: 'config' });
   }
-  const fromEnv: Json = {};
-  for (const [name, path] of ENV) if (env[name]) setPath(fromEnv, path, env[name]);
-  const merged = merge(merge(fromFile, fromEnv), options.flags ?? {});
+  const merged = merge(merge(fromFile, envInput(env)), options.flags ?? {});
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) throw new QuorumError('bad-config', describeIssues(parsed.error, 'configuration (file, NIX_QUORUM_* environment and flags)'), { field: 'config' });
   return { ...parsed.data, dataDir: resolve(parsed.data.dataDir) };

@@ -26,17 +26,16 @@ export function hookInput(env: NodeJS.ProcessEnv): { drvPath: StorePath; outPath
  * and no NAR reading: the agent does both later.
  *
  * The Nix calls do not depend on our configuration, only on the store, which Nix itself named in
- * NIX_CONFIG (or --store did): they start first and run while the config, zod and the signing
- * code load, which is most of the hook's cost. Only if the config names another store are they
- * asked again.
+ * NIX_CONFIG (or --store did): they start first and run while the settings and the signing code
+ * load. Only if the settings name another store are they asked again.
  */
 export async function runHook(env: NodeJS.ProcessEnv, flags: BuilderFlags): Promise<HookResult> {
   const { drvPath, outPaths } = hookInput(env);
   const early = flags.store ?? storeFromNixConfig(env.NIX_CONFIG);
   const reading = buildOutputs(drvPath, outPaths, { store: early, env });
   reading.catch(() => undefined); // Awaited below, or dropped when the config names another store.
-  const [{ builderConfig, builderKey, spoolOf, storeOf }, { signOutput }] = await Promise.all([import('./settings.js'), import('./attest.js')]);
-  const config = builderConfig(flags, env);
+  const [{ hookConfig, builderKey, spoolOf, storeOf }, { signOutput }] = await Promise.all([import('./settings.js'), import('./attest.js')]);
+  const config = await hookConfig(flags, env);
   const key = builderKey(config);
   const spool = spoolOf(config, env);
   const store = storeOf(flags, config, env);

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { loadConfig, type Config } from '../config.js';
+import type { Config } from '../config.js';
+import { configFile, envSetting } from '../configEnv.js';
 import { QuorumError } from '../errors.js';
 import { parseSecretKey, type SecretKey } from '../nix/keys.js';
 import { storeFromNixConfig } from './nix.js';
@@ -14,13 +15,42 @@ export interface BuilderFlags {
   store?: string;
 }
 
-/** Config file, then NIX_QUORUM_* environment, then flags (loadConfig's order). `--store` is kept apart: see storeOf. */
-export function builderConfig(flags: BuilderFlags, env: NodeJS.ProcessEnv = process.env): Config {
-  const builder: Record<string, string> = {};
+/** The part of the configuration a function reads, so the hook can pass what hookConfig read. */
+type Settings<K extends keyof Config['builder']> = { builder: Pick<Config['builder'], K> };
+
+/** The flags as config settings. `--store` is kept apart: see storeOf. */
+function flagSettings(flags: BuilderFlags): Settings<'server' | 'keyFile' | 'spool'>['builder'] {
+  const builder: Settings<'server' | 'keyFile' | 'spool'>['builder'] = {};
   if (flags.server) builder.server = flags.server;
   if (flags.keyFile) builder.keyFile = flags.keyFile;
   if (flags.spool) builder.spool = flags.spool;
-  return loadConfig({ file: flags.config, env, flags: { builder } });
+  return builder;
+}
+
+/** Config file, then NIX_QUORUM_* environment, then flags (loadConfig's order), validated by the config schema. */
+export async function builderConfig(flags: BuilderFlags, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  // Imported here: loading zod and the schema is what hookConfig avoids.
+  const { loadConfig } = await import('../config.js');
+  return loadConfig({ file: flags.config, env, flags: { builder: flagSettings(flags) } });
+}
+
+/**
+ * What the hook reads: builder.keyFile, .spool and .store, in builderConfig's order. Without a config
+ * file they come from NIX_QUORUM_* and flags, plain strings, which is all the schema asks of these
+ * three; the hook then skips loading zod and the schema, a third of its run time. Settings the hook
+ * does not use (the server URL…) are validated by the commands that use them. A config file is JSON
+ * of any shape, so it goes through builderConfig like everywhere else.
+ */
+export async function hookConfig(flags: BuilderFlags, env: NodeJS.ProcessEnv = process.env): Promise<Settings<'keyFile' | 'spool' | 'store'>> {
+  if (configFile(flags.config, env)) return builderConfig(flags, env);
+  const flagged = flagSettings(flags);
+  return {
+    builder: {
+      keyFile: flagged.keyFile ?? envSetting(env, 'builder.keyFile'),
+      spool: flagged.spool ?? envSetting(env, 'builder.spool'),
+      store: envSetting(env, 'builder.store'),
+    },
+  };
 }
 
 /**
@@ -28,15 +58,15 @@ export function builderConfig(flags: BuilderFlags, env: NodeJS.ProcessEnv = proc
  * (a post-build-hook of a chroot-store build), else builder.store / NIX_QUORUM_STORE, else null
  * (Nix's own default). Nix's setting beats ours because it says where the build really happened.
  */
-export function storeOf(flags: BuilderFlags, config: Config, env: NodeJS.ProcessEnv = process.env): string | null {
+export function storeOf(flags: BuilderFlags, config: Settings<'store'>, env: NodeJS.ProcessEnv = process.env): string | null {
   return flags.store ?? storeFromNixConfig(env.NIX_CONFIG) ?? config.builder.store ?? null;
 }
 
-export function spoolOf(config: Config, env: NodeJS.ProcessEnv = process.env): Spool {
+export function spoolOf(config: Settings<'spool'>, env: NodeJS.ProcessEnv = process.env): Spool {
   return new Spool(config.builder.spool ?? defaultSpoolDir(env));
 }
 
-export function serverOf(config: Config): string {
+export function serverOf(config: Settings<'server'>): string {
   if (!config.builder.server) {
     throw new QuorumError('no-server', 'no server configured: pass --server URL, set NIX_QUORUM_SERVER, or set builder.server in the config file', { field: 'builder.server' });
   }
@@ -44,7 +74,7 @@ export function serverOf(config: Config): string {
 }
 
 /** The builder's signing key; every way this can fail says which setting to fix. */
-export function builderKey(config: Config): SecretKey {
+export function builderKey(config: Settings<'keyFile'>): SecretKey {
   const file = config.builder.keyFile;
   if (!file) {
     throw new QuorumError(

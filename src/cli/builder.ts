@@ -82,7 +82,7 @@ export function registerBuilder(program: Command): void {
       import('../log.js'),
       import('node-cron'),
     ]);
-    const config = builderConfig(opts);
+    const config = await builderConfig(opts);
     if (!cron.validate(config.builder.agentCron)) throw new QuorumError('bad-config', `builder.agentCron ${JSON.stringify(config.builder.agentCron)} is not a cron expression (five or six fields, e.g. "*/5 * * * *")`, { field: 'builder.agentCron' });
     const agent = startAgent({
       spool: spoolOf(config),
@@ -115,7 +115,7 @@ export function registerBuilder(program: Command): void {
       import('../builder/remote.js'),
       import('../log.js'),
     ]);
-    const config = builderConfig(opts);
+    const config = await builderConfig(opts);
     const spool = spoolOf(config);
     const bar = await progressBar('flush');
     const report = await drain({
@@ -156,7 +156,7 @@ export function registerBuilder(program: Command): void {
       import('../log.js'),
       import('../nix/storePath.js'),
     ]);
-    const config = builderConfig(opts);
+    const config = await builderConfig(opts);
     const bar = await progressBar('submit');
     const outcomes = await submitPaths({
       paths: paths.map((p) => parseStorePath(p, 'path')),
@@ -192,7 +192,7 @@ export function registerBuilder(program: Command): void {
       import('../builder/status.js'),
     ]);
     const hashPart = hashPartOfArgument(path);
-    const answer = await new QuorumClient(serverOf(builderConfig(opts))).path(hashPart);
+    const answer = await new QuorumClient(serverOf(await builderConfig(opts))).path(hashPart);
     process.stdout.write(opts.json ? `${JSON.stringify(answer, null, 2)}\n` : formatPathStatus(parsePathStatus(answer)));
   }));
 }
