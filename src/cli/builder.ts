@@ -42,6 +42,18 @@ function hookFailureText(error: unknown, env: NodeJS.ProcessEnv, store: string |
   ].join('\n');
 }
 
+/** `nix-quorum hook`: exit status 0 whatever happens, so the build loop goes on; a failure is told on stderr. */
+export async function hookCommand(opts: BuilderFlags): Promise<void> {
+  try {
+    const { runHook } = await import('../builder/hook.js');
+    await runHook(process.env, opts);
+  } catch (error) {
+    const { storeFromNixConfig } = await import('../builder/nix.js');
+    process.stderr.write(hookFailureText(error, process.env, opts.store ?? storeFromNixConfig(process.env.NIX_CONFIG)));
+  }
+  process.exitCode = 0;
+}
+
 export function registerBuilder(program: Command): void {
   withFlags(
     program
@@ -53,16 +65,7 @@ export function registerBuilder(program: Command): void {
           'It always exits 0 so the build loop goes on; when it cannot queue, it says why and how to catch up on stderr.',
       ),
     ['keyFile', 'spool', 'store'],
-  ).action(async (opts: BuilderFlags) => {
-    try {
-      const { runHook } = await import('../builder/hook.js');
-      await runHook(process.env, opts);
-    } catch (error) {
-      const { storeFromNixConfig } = await import('../builder/nix.js');
-      process.stderr.write(hookFailureText(error, process.env, opts.store ?? storeFromNixConfig(process.env.NIX_CONFIG)));
-    }
-    process.exitCode = 0;
-  });
+  ).action(hookCommand);
 
   withFlags(
     program
