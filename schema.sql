@@ -81,12 +81,13 @@ CREATE TABLE IF NOT EXISTS policy_builders (
 ) WITHOUT ROWID;
 
 -- Materialised quorum decision per (policy, output path), updated in the same transaction as the
--- attestations, revocations or policy changes that move it. A path is advertised when its status is
+-- attestations, revocations or policy changes that move it. Only 'quorum' and 'blocked' are stored:
+-- a path attested but without a row is pending. A path is advertised when its status is
 -- 'quorum' and its NAR is retrievable (nars row): the narinfo lookup is one indexed join.
 CREATE TABLE IF NOT EXISTS decisions (
   policy     TEXT NOT NULL,
   out_path   TEXT NOT NULL,
-  status     TEXT NOT NULL CHECK (status IN ('quorum', 'pending', 'blocked')),
+  status     TEXT NOT NULL CHECK (status IN ('quorum', 'pending', 'blocked')), -- 'pending' only in databases from before 2026-11
   nar_hash   TEXT,                     -- the agreed content when status = 'quorum'
   nar_size   INTEGER,
   refs       TEXT,

@@ -10,13 +10,15 @@ interface VoteRow extends Vote {
 }
 
 /**
- * Keeps the decisions table equal to evaluate() over the attestations. Every method runs inside the
- * caller's transaction, so a decision never disagrees with the ledger that produced it.
+ * Keeps the decisions table equal to evaluate() over the attestations: a row per (policy, path) whose
+ * status is 'quorum' or 'blocked', none for 'pending'. Every method runs inside the caller's
+ * transaction, so a decision never disagrees with the ledger that produced it.
  */
 export class DecisionMaterializer {
   private policies: Policy[];
   private readonly votes: Statement<[string], VoteRow>;
   private readonly upsert: Statement<unknown[]>;
+  private readonly remove: Statement<[string, string]>;
   private readonly listeners: Array<(outPaths: Set<string> | 'all') => void> = [];
   private readonly decided: Array<(policy: string, status: Decision['status']) => void> = [];
 
@@ -36,6 +38,7 @@ export class DecisionMaterializer {
          refs = excluded.refs, deriver = excluded.deriver, sigs = excluded.sigs, agreeing = excluded.agreeing, reason = excluded.reason,
          updated_at = excluded.updated_at`,
     );
+    this.remove = db.prepare('DELETE FROM decisions WHERE policy = ? AND out_path = ?');
     registry.onRevoke((builder) => {
       const paths = db.prepare('SELECT DISTINCT out_path AS p FROM attestations WHERE builder_id = ?').pluck().all(builder.id) as string[];
       this.recompute(new Set(paths));
@@ -76,6 +79,12 @@ export class DecisionMaterializer {
       for (const policy of policies) {
         const d = evaluate(policy, votes, active);
         for (const l of this.decided) l(policy.name, d.status);
+        // Pending is what having no row means: most paths are pending after their first attestation,
+        // and not writing them saves a large random-key row write per new path under ingest.
+        if (d.status === 'pending') {
+          this.remove.run(policy.name, outPath);
+          continue;
+        }
         const agreeingVotes = d.content ? votes.filter((v) => d.agreeing.includes(v.builder) && v.narHash === d.content!.narHash && v.narSize === d.content!.narSize && v.refs === d.content!.refs) : [];
         const sigs = [...new Set(agreeingVotes.map((v) => v.narinfoSignature).filter((s): s is string => s !== null))];
         this.upsert.run(

@@ -56,7 +56,7 @@ export interface PathSummaryJson {
   class: PathClass;
   lastLeaf: number;
   /** Status under the default policy. */
-  status: DecisionStatus | null;
+  status: DecisionStatus;
 }
 
 function pathSummaries(ctx: WebContext, paths: IndexedPath[]): PathSummaryJson[] {
@@ -69,7 +69,8 @@ function pathSummaries(ctx: WebContext, paths: IndexedPath[]): PathSummaryJson[]
     contents: p.contents,
     class: p.class,
     lastLeaf: p.lastLeaf,
-    status: (status.get(DEFAULT_POLICY, p.outPath) as DecisionStatus | undefined) ?? null,
+    // Every indexed path is attested; without a decision row it is pending.
+    status: (status.get(DEFAULT_POLICY, p.outPath) as DecisionStatus | undefined) ?? 'pending',
   }));
 }
 

@@ -86,8 +86,8 @@ export function classBadge(cls: PathClass): Html {
   return html`<span class="badge class-${cls}">${CLASS_TEXT[cls]}</span>`;
 }
 
-export function statusBadge(status: string | null): Html {
-  return status === null ? html`<span class="badge">no decision</span>` : html`<span class="badge status-${status}">${status}</span>`;
+export function statusBadge(status: string): Html {
+  return html`<span class="badge status-${status}">${status}</span>`;
 }
 
 /** A notice while the web index has not read the whole log yet (e.g. right after an upgrade). */
