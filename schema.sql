@@ -1,5 +1,6 @@
 -- nix-quorum: the whole database schema. Applied idempotently on every open (CREATE ... IF NOT EXISTS);
--- `meta.schema_version` guards future migrations.
+-- an existing table whose columns or layout differ from its definition here is rebuilt to it on open,
+-- keeping the columns both have (src/db.ts), so a column added here must be nullable or have a default.
 
 CREATE TABLE IF NOT EXISTS meta (
   key   TEXT PRIMARY KEY,
@@ -84,6 +85,9 @@ CREATE TABLE IF NOT EXISTS policy_builders (
 -- attestations, revocations or policy changes that move it. Only 'quorum' and 'blocked' are stored:
 -- a path attested but without a row is pending. A path is advertised when its status is
 -- 'quorum' and its NAR is retrievable (nars row): the narinfo lookup is one indexed join.
+-- A rowid table, not WITHOUT ROWID: rows carry references and signatures (often over 1 KB), which in
+-- a WITHOUT ROWID b-tree spill onto overflow pages that every key comparison of a lookup then reads;
+-- here the lookup compares only the narrow (policy, out_path) index and reads one row by rowid.
 CREATE TABLE IF NOT EXISTS decisions (
   policy     TEXT NOT NULL,
   out_path   TEXT NOT NULL,
@@ -93,11 +97,12 @@ CREATE TABLE IF NOT EXISTS decisions (
   refs       TEXT,
   deriver    TEXT,                     -- a drvPath of the agreeing attestations
   sigs       TEXT,                     -- the agreeing builders' narinfo Sigs, '\n'-joined
+  cache_sig  TEXT,                     -- the substituter's own Sig over the agreed content's fingerprint
   agreeing   INTEGER NOT NULL,         -- distinct policy keys behind the leading content
   reason     TEXT NOT NULL,
   updated_at INTEGER NOT NULL,
   PRIMARY KEY (policy, out_path)
-) WITHOUT ROWID;
+);
 -- No index on status: no query needs one, and under ingest it cost a random page write per decision.
 DROP INDEX IF EXISTS decisions_status;
 -- Every lookup by NAR asks for decisions with quorum; pending and blocked rows (most writes under

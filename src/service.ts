@@ -63,7 +63,7 @@ export function openService(config: Config, logger: Logger): Service {
   const log = new MerkleLog(db);
   const verifier = new VerifyPool();
   const ingestor = new Ingestor(db, registry, log, verifier, walSync);
-  const decisions = new DecisionMaterializer(db, registry);
+  const decisions = new DecisionMaterializer(db, registry, cacheKey);
   ingestor.onCommit((paths) => decisions.recompute(paths));
   const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);
   ingestor.onCommitted(() => checkpoints.committed());

@@ -72,9 +72,9 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
   const policyNamed = (name: string): Policy | undefined => deps.decisions.getPolicies().find((p) => p.name === name);
 
   function send(res: ServerResponse, status: number, type: string, body: string, head: boolean, extra: Record<string, string> = {}): void {
-    const bytes = Buffer.from(body);
-    res.writeHead(status, { 'content-type': type, 'content-length': bytes.length, ...extra });
-    res.end(head ? undefined : bytes);
+    // A string body goes out in one write with the head; a Buffer would be a second chunk.
+    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+    res.end(head ? undefined : body);
   }
 
   async function narinfo(res: ServerResponse, policy: Policy, hashPart: HashPart, head: boolean): Promise<void> {

@@ -5,32 +5,40 @@ import type { NarRecord } from '../nars/catalog.js';
 import { fingerprint } from '../nix/fingerprint.js';
 import type { NarHash } from '../nix/hash.js';
 import { signNix, type SecretKey } from '../nix/keys.js';
-import { serializeNarInfo, type NarInfo } from '../nix/narinfo.js';
-import { baseNameOf, type HashPart, type StorePath } from '../nix/storePath.js';
+import { STORE_DIR, type HashPart, type StorePath } from '../nix/storePath.js';
+
+/** Where a path's NAR file is, and what it is. */
+export type NarLocation = Omit<NarRecord, 'narHash' | 'narSize' | 'createdAt'>;
 
 /** A path with quorum under a policy, with its NAR when the catalogue has one. */
 export interface QuorumPath {
   outPath: StorePath;
   narHash: NarHash;
   narSize: number;
+  /** Full store paths, sorted, joined by ','. */
   refs: string;
   deriver: string | null;
+  /** The agreeing builders' narinfo Sigs, '\n'-joined. */
   sigs: string | null;
-  nar: Omit<NarRecord, 'narHash' | 'narSize' | 'createdAt'> | null;
+  /** The cache key's Sig made when the decision was materialised, if any (see DecisionMaterializer). */
+  cacheSig: string | null;
+  nar: NarLocation | null;
 }
 
-interface Row {
-  out_path: string;
-  nar_hash: string;
-  nar_size: number;
-  refs: string;
-  deriver: string | null;
-  sigs: string | null;
-  blob_key: string | null;
-  compression: string | null;
-  file_hash: string | null;
-  file_size: number | null;
-}
+/** The lookup's columns in order: read as an array, which spares building an object per request. */
+type Row = [
+  outPath: StorePath,
+  narHash: NarHash,
+  narSize: number,
+  refs: string,
+  deriver: string | null,
+  sigs: string | null,
+  cacheSig: string | null,
+  blobKey: string | null,
+  compression: string,
+  fileHash: string,
+  fileSize: number,
+];
 
 /** The substituter's one indexed read: the quorum decision of a hash part joined with its NAR. */
 export class QuorumLookup {
@@ -38,11 +46,11 @@ export class QuorumLookup {
   private readonly advertisedNar: Statement<[string, string], number | undefined>;
 
   constructor(db: Db) {
-    this.stmt = db.prepare(
-      `SELECT d.out_path, d.nar_hash, d.nar_size, d.refs, d.deriver, d.sigs, n.blob_key, n.compression, n.file_hash, n.file_size
+    this.stmt = db.prepare<[string, string, string], Row>(
+      `SELECT d.out_path, d.nar_hash, d.nar_size, d.refs, d.deriver, d.sigs, d.cache_sig, n.blob_key, n.compression, n.file_hash, n.file_size
        FROM decisions d LEFT JOIN nars n ON n.nar_hash = d.nar_hash
        WHERE d.policy = ? AND d.out_path >= ? AND d.out_path < ? AND d.status = 'quorum' LIMIT 1`,
-    );
+    ).raw();
     this.advertisedNar = db.prepare<[string, string], number | undefined>("SELECT 1 FROM decisions WHERE nar_hash = ? AND policy = ? AND status = 'quorum' LIMIT 1").pluck();
   }
 
@@ -58,35 +66,33 @@ export class QuorumLookup {
     const [lo, hi] = hashPartRange(hashPart);
     const r = this.stmt.get(policy, lo, hi);
     if (!r) return undefined;
-    return {
-      outPath: r.out_path as StorePath,
-      narHash: r.nar_hash as NarHash,
-      narSize: r.nar_size,
-      refs: r.refs,
-      deriver: r.deriver,
-      sigs: r.sigs,
-      nar: r.blob_key === null ? null : { blobKey: r.blob_key, compression: r.compression!, fileHash: r.file_hash!, fileSize: r.file_size! },
-    };
+    const [outPath, narHash, narSize, refs, deriver, sigs, cacheSig, blobKey, compression, fileHash, fileSize] = r;
+    return { outPath, narHash, narSize, refs, deriver, sigs, cacheSig, nar: blobKey === null ? null : { blobKey, compression, fileHash, fileSize } };
   }
 }
 
-/** Renders the narinfo, signed by the substituter's key and carrying the agreeing builders' Sigs. */
-export function renderNarInfo(path: QuorumPath, nar: NonNullable<QuorumPath['nar']>, cacheKey: SecretKey): string {
-  const references = path.refs === '' ? [] : (path.refs.split(',') as StorePath[]);
-  const ours = signNix(cacheKey, fingerprint(path.outPath, path.narHash, path.narSize, references));
-  const info: NarInfo = {
-    storePath: path.outPath,
-    // Stored NARs have blob keys `nar/<file>`, which is also their URL relative to the cache (and
-    // so to /policy/<name>/); NARs held upstream are absolute URLs, which Nix follows as they are.
-    url: nar.blobKey,
-    compression: nar.compression,
-    fileHash: nar.fileHash,
-    fileSize: nar.fileSize,
-    narHash: path.narHash,
-    narSize: path.narSize,
-    references: references.map(baseNameOf),
-    ...(path.deriver ? { deriver: baseNameOf(path.deriver as StorePath) } : {}),
-    sigs: [ours, ...(path.sigs ? path.sigs.split('\n') : [])],
-  };
-  return serializeNarInfo(info);
+const STORE_PREFIX = `${STORE_DIR}/`;
+
+/**
+ * Renders the narinfo, signed by the substituter's key and carrying the agreeing builders' Sigs.
+ * It runs per request, so it writes the text serializeNarInfo would (same field order, References
+ * and Sigs sorted, no duplicate Sig; test/substituter/narinfo.test.ts holds them equal) without
+ * parsing every value again: all of them were validated when attested or uploaded. References are
+ * stored sorted as full paths; their base names sort the same. The Sig stored with the decision is
+ * used when it is this key's (by name); otherwise, say after a key rotation, it signs here.
+ */
+export function renderNarInfo(path: QuorumPath, nar: NarLocation, cacheKey: SecretKey): string {
+  const ours =
+    path.cacheSig !== null && path.cacheSig.startsWith(`${cacheKey.name}:`)
+      ? path.cacheSig
+      : signNix(cacheKey, fingerprint(path.outPath, path.narHash, path.narSize, path.refs === '' ? [] : (path.refs.split(',') as StorePath[])));
+  const references = path.refs === '' ? '' : path.refs.slice(STORE_PREFIX.length).replaceAll(`,${STORE_PREFIX}`, ' ');
+  let text = `StorePath: ${path.outPath}\nURL: ${nar.blobKey}\nCompression: ${nar.compression}\nFileHash: ${nar.fileHash}\nFileSize: ${nar.fileSize}\nNarHash: ${path.narHash}\nNarSize: ${path.narSize}\nReferences: ${references}\n`;
+  if (path.deriver) text += `Deriver: ${path.deriver.slice(STORE_PREFIX.length)}\n`;
+  if (path.sigs === null) return `${text}Sig: ${ours}\n`;
+  const sigs = path.sigs.split('\n');
+  sigs.push(ours);
+  sigs.sort();
+  for (let i = 0; i < sigs.length; i++) if (sigs[i] !== sigs[i - 1]) text += `Sig: ${sigs[i]}\n`;
+  return text;
 }

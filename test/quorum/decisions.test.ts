@@ -1,10 +1,14 @@
 import fc from 'fast-check';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { dataPaths } from '../../src/dataDir.js';
 import { parseAttestation } from '../../src/ledger/attestation.js';
 import { createLogger } from '../../src/log.js';
-import { generateSecretKey } from '../../src/nix/keys.js';
-import { openService } from '../../src/service.js';
+import { fingerprint } from '../../src/nix/fingerprint.js';
+import type { NarHash } from '../../src/nix/hash.js';
+import { formatSecretKey, generateSecretKey, verifyNix, type PublicKey } from '../../src/nix/keys.js';
+import type { StorePath } from '../../src/nix/storePath.js';
+import { openService, type Service } from '../../src/service.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 
@@ -32,6 +36,23 @@ function reference(
 }
 
 const BUILDERS = ['b0', 'b1', 'b2', 'b3', 'b4'];
+
+interface Row {
+  status: string;
+  nar_hash: string | null;
+  nar_size: number | null;
+  refs: string | null;
+  cache_sig: string | null;
+}
+
+const decisionOf = (service: Service, policy: string, outPath: string) =>
+  service.db.prepare('SELECT status, nar_hash, nar_size, refs, cache_sig FROM decisions WHERE policy = ? AND out_path = ?').get(policy, outPath) as Row | undefined;
+
+/** Whether the row's cache Sig is `key`'s signature of the agreed content's narinfo fingerprint. */
+function signedBy(key: PublicKey, outPath: string, row: Row): boolean {
+  const refs = row.refs === '' ? [] : (row.refs!.split(',') as StorePath[]);
+  return row.cache_sig !== null && verifyNix(key, fingerprint(outPath as StorePath, row.nar_hash as NarHash, row.nar_size!, refs), row.cache_sig);
+}
 
 describe('materialised decisions', () => {
   it('always equal a direct evaluation of the rule, through attestations, revocations and policy changes', async () => {
@@ -64,9 +85,12 @@ describe('materialised decisions', () => {
             const active = new Set(service.registry.active().map((b) => b.name));
             for (const [i, outPath] of paths.entries()) {
               const expected = reference(p, votes.filter((v) => v.path === i).map((v) => ({ builder: v.builder, content: contents[v.content]! })), active);
-              const row = service.db.prepare("SELECT status, nar_hash FROM decisions WHERE policy = 'p' AND out_path = ?").get(outPath) as { status: string; nar_hash: string | null } | undefined;
+              const row = decisionOf(service, 'p', outPath);
               const got = row ?? { status: 'pending', nar_hash: null };
               expect({ advertised: got.status === 'quorum' ? got.nar_hash : null, blocked: got.status === 'blocked' }).toEqual(expected);
+              // The substituter serves the Sig stored with an advertised decision; no other row holds one.
+              if (row?.status === 'quorum') expect(signedBy(service.cacheKey.publicKey, outPath, row)).toBe(true);
+              else expect(row?.cache_sig ?? null).toBeNull();
             }
           };
           check(policy);
@@ -81,5 +105,31 @@ describe('materialised decisions', () => {
       }),
       { numRuns: 150 },
     );
+  });
+
+  it('forgets stored cache Sigs when the cache key is replaced by another of the same name, and signs again with it', async () => {
+    const dir = tempDir('decisions-key');
+    const keys = BUILDERS.slice(0, 3).map((b) => generateSecretKey(b));
+    const outPath = randomStorePath('p');
+    const narHash = randomNarHash();
+    const attest = (s: Service, k: (typeof keys)[number]) => s.ingestor.submit([parseAttestation(signedAttestation(k, { outPath, narHash }))]);
+    let service = openService(testConfig(dir), createLogger('error'));
+    try {
+      for (const k of keys) service.registry.add(k.publicKey);
+      await attest(service, keys[0]!);
+      await attest(service, keys[1]!);
+      expect(signedBy(service.cacheKey.publicKey, outPath, decisionOf(service, 'default', outPath)!)).toBe(true);
+      const name = service.cacheKey.name;
+      service.close();
+
+      writeFileSync(dataPaths(dir).cacheSecretKey, formatSecretKey(generateSecretKey(name)));
+      service = openService(testConfig(dir), createLogger('error'));
+      expect(decisionOf(service, 'default', outPath)!.cache_sig).toBeNull();
+      await attest(service, keys[2]!);
+      expect(signedBy(service.cacheKey.publicKey, outPath, decisionOf(service, 'default', outPath)!)).toBe(true);
+    } finally {
+      service.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,0 +1,59 @@
+import Database from 'better-sqlite3';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { openDb } from '../src/db.js';
+import { tempDir } from './helpers/nix.js';
+import { randomNarHash, randomStorePath } from './helpers/ledger.js';
+
+// The decisions table as schema.sql defined it before it became a rowid table with cache_sig.
+const OLD_DECISIONS = `
+CREATE TABLE decisions (
+  policy TEXT NOT NULL, out_path TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('quorum', 'pending', 'blocked')),
+  nar_hash TEXT, nar_size INTEGER, refs TEXT, deriver TEXT, sigs TEXT, agreeing INTEGER NOT NULL, reason TEXT NOT NULL,
+  updated_at INTEGER NOT NULL, PRIMARY KEY (policy, out_path)
+) WITHOUT ROWID;
+CREATE INDEX decisions_status ON decisions (policy, status);
+CREATE INDEX decisions_nar ON decisions (nar_hash);`;
+
+describe('openDb on a database of an older schema', () => {
+  it('rebuilds a table whose layout changed, keeps its rows, and brings back its triggers and indexes', () => {
+    const dir = tempDir('db');
+    const file = join(dir, 'ledger.sqlite');
+    try {
+      openDb(file).close();
+      const old = new Database(file);
+      for (const trigger of old.prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger'").pluck().all() as string[]) old.exec(`DROP TRIGGER ${trigger}`);
+      old.exec(`DROP TABLE decisions; ${OLD_DECISIONS}`);
+      const [advertised, pending, later] = [randomStorePath('a'), randomStorePath('b'), randomStorePath('c')];
+      const narHash = randomNarHash();
+      const insert = old.prepare('INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, deriver, sigs, agreeing, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
+      insert.run('default', advertised, 'quorum', narHash, 120, '', null, 'b1:sig', 2, '2 of 2 trusted keys agree (threshold 2)', 1);
+      insert.run('default', pending, 'pending', null, null, null, null, null, 1, '1 of 2 trusted keys agree; 2 needed', 2);
+      old.prepare("INSERT INTO nars (nar_hash, nar_size, blob_key, compression, file_hash, file_size, created_at) VALUES (?, 120, 'nar/x.nar', 'none', ?, 120, 1)").run(narHash, narHash);
+      old.exec("INSERT INTO web_advertised (policy, paths) VALUES ('default', 1)");
+      old.close();
+
+      const db = openDb(file);
+      const layout = (db.pragma('table_list') as Array<{ name: string; wr: number }>).find((t) => t.name === 'decisions');
+      expect(layout?.wr).toBe(0);
+      expect(db.prepare('SELECT out_path, status, nar_hash, sigs, cache_sig, reason FROM decisions ORDER BY updated_at').all()).toEqual([
+        { out_path: advertised, status: 'quorum', nar_hash: narHash, sigs: 'b1:sig', cache_sig: null, reason: '2 of 2 trusted keys agree (threshold 2)' },
+        { out_path: pending, status: 'pending', nar_hash: null, sigs: null, cache_sig: null, reason: '1 of 2 trusted keys agree; 2 needed' },
+      ]);
+      const indexes = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'decisions'").pluck().all();
+      expect(indexes).toEqual(expect.arrayContaining(['decisions_nar']));
+      expect(indexes).not.toContain('decisions_status');
+      // The web counters' triggers are back: a second advertised path with a NAR counts.
+      db.prepare("INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, agreeing, reason, updated_at) VALUES ('default', ?, 'quorum', ?, 120, '', 2, 'r', 3)").run(later, narHash);
+      expect(db.prepare("SELECT paths FROM web_advertised WHERE policy = 'default'").pluck().get()).toBe(2);
+      db.close();
+
+      const again = openDb(file);
+      expect(again.prepare('SELECT COUNT(*) FROM decisions').pluck().get()).toBe(3);
+      again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
