@@ -30,6 +30,18 @@ export function openDb(file: string): Db {
   return db;
 }
 
+/**
+ * Another connection to a database openDb opened, for reads only (the substituter's lookups, see
+ * QuorumLookup): the same page cache size, and no writes.
+ */
+export function openReader(file: string): Db {
+  const db = new Database(file);
+  db.pragma('busy_timeout = 10000');
+  db.pragma('cache_size = -131072');
+  db.pragma('query_only = ON');
+  return db;
+}
+
 interface TableColumn {
   name: string;
   type: string;

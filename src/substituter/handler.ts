@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BlobRange, BlobStore } from '../blobstore/blobStore.js';
-import type { Db } from '../db.js';
+import { openReader, type Db } from '../db.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { NarCatalog } from '../nars/catalog.js';
@@ -40,11 +40,13 @@ const POLICY_PREFIX = /^\/policy\/([A-Za-z0-9._\-]{1,64})\/(.*)$/;
  * default policy at the root and every policy under /policy/<name>/. Returns false for other URLs.
  */
 export function substituterHandler(deps: SubstituterDeps): { handle: (req: IncomingMessage, res: ServerResponse) => boolean; stop: () => void } {
-  const lookup = new QuorumLookup(deps.db);
+  const reader = openReader(deps.db.name);
+  const lookup = new QuorumLookup(reader, { perTurn: true });
   // Rendered, signed narinfos per policy and hash part. Misses are not cached: one indexed read
   // answers them, and a flood of unknown paths must not push the advertised ones out.
   const cache = new Map<string, string>();
   const invalidate = (outPaths: Set<string> | 'all') => {
+    lookup.refresh();
     if (outPaths === 'all') return cache.clear();
     for (const p of outPaths) for (const policy of deps.decisions.getPolicies()) cache.delete(`${policy.name}\0${hashPartOf(p as StorePath)}`);
   };
@@ -57,6 +59,7 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     if (now !== dataVersion) {
       dataVersion = now;
       deps.decisions.reloadPolicies();
+      lookup.refresh();
       cache.clear();
     }
   }, 250);
@@ -86,7 +89,10 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
       let cacheable = true;
       if (path && !path.nar && deps.upstream) {
         try {
-          if (await deps.upstream(hashPart, path)) text = renderOrNull(lookup.find(policy.name, hashPart));
+          if (await deps.upstream(hashPart, path)) {
+            lookup.refresh();
+            text = renderOrNull(lookup.find(policy.name, hashPart));
+          }
         } catch (error) {
           // Unknown whether upstream has it: answer "not here" now, ask again next time.
           cacheable = false;
@@ -215,7 +221,14 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     });
   }
 
-  return { handle, stop: () => clearInterval(poll) };
+  return {
+    handle,
+    stop: () => {
+      clearInterval(poll);
+      lookup.refresh();
+      reader.close();
+    },
+  };
 }
 
 /** Parses a single `Range: bytes=…` header; several ranges are answered with the whole file (RFC 9110 allows it). */

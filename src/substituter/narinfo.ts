@@ -40,18 +40,48 @@ type Row = [
   fileSize: number,
 ];
 
-/** The substituter's one indexed read: the quorum decision of a hash part joined with its NAR. */
+/**
+ * The substituter's reads: the quorum decision of a hash part joined with its NAR (one indexed read),
+ * and whether a NAR has quorum.
+ *
+ * With `perTurn`, the reads of one event-loop turn share one read transaction. Each autocommit read
+ * takes and drops SQLite's WAL read lock (two fcntl calls and an fstat), which under load cost as
+ * much as the lookup itself. Such a lookup needs a connection of its own (a transaction left open on
+ * the writer's would swallow its commits), and refresh() when this process commits a change that a
+ * read later in the same turn must see (a decision: revocation stops serving at once); other commits
+ * show from the next turn, as for a request that raced them.
+ */
 export class QuorumLookup {
   private readonly stmt: Statement<[string, string, string], Row>;
   private readonly advertisedNar: Statement<[string, string], number | undefined>;
+  private readonly begin: Statement | undefined;
+  private readonly commit: Statement | undefined;
 
-  constructor(db: Db) {
+  constructor(
+    private readonly db: Db,
+    options: { perTurn?: boolean } = {},
+  ) {
     this.stmt = db.prepare<[string, string, string], Row>(
       `SELECT d.out_path, d.nar_hash, d.nar_size, d.refs, d.deriver, d.sigs, d.cache_sig, n.blob_key, n.compression, n.file_hash, n.file_size
        FROM decisions d LEFT JOIN nars n ON n.nar_hash = d.nar_hash
        WHERE d.policy = ? AND d.out_path >= ? AND d.out_path < ? AND d.status = 'quorum' LIMIT 1`,
     ).raw();
     this.advertisedNar = db.prepare<[string, string], number | undefined>("SELECT 1 FROM decisions WHERE nar_hash = ? AND policy = ? AND status = 'quorum' LIMIT 1").pluck();
+    if (options.perTurn) {
+      this.begin = db.prepare('BEGIN');
+      this.commit = db.prepare('COMMIT');
+    }
+  }
+
+  /** Ends the shared read transaction: the next read sees every commit made so far. */
+  refresh(): void {
+    if (this.commit && this.db.open && this.db.inTransaction) this.commit.run();
+  }
+
+  private read(): void {
+    if (!this.begin || this.db.inTransaction) return;
+    this.begin.run();
+    setImmediate(() => this.refresh());
   }
 
   /**
@@ -59,11 +89,13 @@ export class QuorumLookup {
    * caches narinfos for days, and a revoked key must stop counting for those clients as well.
    */
   narHasQuorum(policy: string, narHash: string): boolean {
+    this.read();
     return this.advertisedNar.get(narHash, policy) !== undefined;
   }
 
   find(policy: string, hashPart: HashPart): QuorumPath | undefined {
     const [lo, hi] = hashPartRange(hashPart);
+    this.read();
     const r = this.stmt.get(policy, lo, hi);
     if (!r) return undefined;
     const [outPath, narHash, narSize, refs, deriver, sigs, cacheSig, blobKey, compression, fileHash, fileSize] = r;

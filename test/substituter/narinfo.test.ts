@@ -1,12 +1,19 @@
 import fc from 'fast-check';
+import { rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { dataPaths } from '../../src/dataDir.js';
+import { openReader } from '../../src/db.js';
+import { createLogger } from '../../src/log.js';
 import { fingerprint, verifyNarInfoSig } from '../../src/nix/fingerprint.js';
 import { narHashFromDigest, type NarHash } from '../../src/nix/hash.js';
 import { generateSecretKey, signNix } from '../../src/nix/keys.js';
 import { parseNarInfo, serializeNarInfo } from '../../src/nix/narinfo.js';
 import { nix32Encode } from '../../src/nix/nix32.js';
-import { baseNameOf, type StorePath } from '../../src/nix/storePath.js';
-import { renderNarInfo, type QuorumPath } from '../../src/substituter/narinfo.js';
+import { baseNameOf, hashPartOf, type StorePath } from '../../src/nix/storePath.js';
+import { openService } from '../../src/service.js';
+import { QuorumLookup, renderNarInfo, type QuorumPath } from '../../src/substituter/narinfo.js';
+import { randomNarHash, randomStorePath, testConfig } from '../helpers/ledger.js';
+import { tempDir } from '../helpers/nix.js';
 
 const cacheKey = generateSecretKey('cache.example-1');
 const builders = ['b1.example-1', 'b2.example-1', 'zz-builder', 'A-builder'].map((name) => generateSecretKey(name));
@@ -82,5 +89,32 @@ describe('renderNarInfo', () => {
     const ours = signNix(cacheKey, fingerprint(rest.outPath, rest.narHash as NarHash, rest.narSize, referencesOf(rest.refs)));
     const text = renderNarInfo({ ...rest, sigs: ours, cacheSig: ours }, rest.nar, cacheKey);
     expect(parseNarInfo(text).sigs).toEqual([ours]);
+  });
+});
+
+describe('QuorumLookup reading once per event-loop turn', () => {
+  it("sees this process's commit after refresh(), and every commit from the next turn on", async () => {
+    const dir = tempDir('lookup');
+    const service = openService(testConfig(dir), createLogger('error'));
+    const reader = openReader(dataPaths(dir).db);
+    const lookup = new QuorumLookup(reader, { perTurn: true });
+    const decide = service.db.prepare("INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, agreeing, reason, updated_at) VALUES ('default', ?, 'quorum', ?, 100, '', 2, 'r', 0)");
+    try {
+      const [first, second] = [randomStorePath('first'), randomStorePath('second')];
+      expect(lookup.find('default', hashPartOf(first))).toBeUndefined();
+      decide.run(first, randomNarHash());
+      // Same turn: the reads share the snapshot they started with, until refresh().
+      expect(lookup.find('default', hashPartOf(first))).toBeUndefined();
+      lookup.refresh();
+      expect(lookup.find('default', hashPartOf(first))?.outPath).toBe(first);
+      decide.run(second, randomNarHash());
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(lookup.find('default', hashPartOf(second))?.outPath).toBe(second);
+    } finally {
+      lookup.refresh();
+      reader.close();
+      service.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
