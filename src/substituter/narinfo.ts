@@ -119,6 +119,8 @@ export function renderNarInfo(path: QuorumPath, nar: NarLocation, cacheKey: Secr
       ? path.cacheSig
       : signNix(cacheKey, fingerprint(path.outPath, path.narHash, path.narSize, path.refs === '' ? [] : (path.refs.split(',') as StorePath[])));
   const references = path.refs === '' ? '' : path.refs.slice(STORE_PREFIX.length).replaceAll(`,${STORE_PREFIX}`, ' ');
+  // Stored NARs have blob keys `nar/<file>`, which is also their URL relative to the cache (and so to
+  // /policy/<name>/); NARs held upstream are absolute URLs, which Nix follows as they are.
   let text = `StorePath: ${path.outPath}\nURL: ${nar.blobKey}\nCompression: ${nar.compression}\nFileHash: ${nar.fileHash}\nFileSize: ${nar.fileSize}\nNarHash: ${path.narHash}\nNarSize: ${path.narSize}\nReferences: ${references}\n`;
   if (path.deriver) text += `Deriver: ${path.deriver.slice(STORE_PREFIX.length)}\n`;
   if (path.sigs === null) return `${text}Sig: ${ours}\n`;
