@@ -42,8 +42,9 @@ describe('openDb on a database of an older schema', () => {
         { out_path: pending, status: 'pending', nar_hash: null, sigs: null, cache_sig: null, reason: '1 of 2 trusted keys agree; 2 needed' },
       ]);
       const indexes = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'decisions'").pluck().all();
-      expect(indexes).toEqual(expect.arrayContaining(['decisions_nar']));
+      expect(indexes).toEqual(expect.arrayContaining(['decisions_quorum_nar']));
       expect(indexes).not.toContain('decisions_status');
+      expect(indexes).not.toContain('decisions_nar');
       // The web counters' triggers are back: a second advertised path with a NAR counts.
       db.prepare("INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, agreeing, reason, updated_at) VALUES ('default', ?, 'quorum', ?, 120, '', 2, 'r', 3)").run(later, narHash);
       expect(db.prepare("SELECT paths FROM web_advertised WHERE policy = 'default'").pluck().get()).toBe(2);
