@@ -119,7 +119,12 @@ CREATE TABLE IF NOT EXISTS nars (
   file_hash   TEXT NOT NULL,           -- sha256:<nix32> of the stored (compressed) bytes
   file_size   INTEGER NOT NULL,
   uploaded_by INTEGER REFERENCES builders(id),
-  created_at  INTEGER NOT NULL
+  created_at  INTEGER NOT NULL,
+  -- CRC-32 (zlib's) of the stored bytes, recorded at upload and checked on every whole download (a
+  -- cheap check against a store that corrupts bytes; Nix itself checks NarHash). NULL for rows from
+  -- before this column (their downloads are checked against file_hash) and for NARs held upstream
+  -- (Nix fetches those from the upstream, never from here).
+  file_crc32  INTEGER
 ) WITHOUT ROWID;
 
 -- -- Web search ---------------------------------------------------------------------------------

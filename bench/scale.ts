@@ -170,7 +170,7 @@ class BulkLoader {
       lap('attestations');
       for (const p of paths) {
         const fileSize = Math.ceil(p.narSize / 3);
-        this.catalog.add({ narHash: p.narHash, narSize: p.narSize, blobKey: narBlobKey(p.narHash, 'br'), compression: 'br', fileHash: randomNarHash(), fileSize }, this.builders[0]!.id);
+        this.catalog.add({ narHash: p.narHash, narSize: p.narSize, blobKey: narBlobKey(p.narHash, 'br'), compression: 'br', fileHash: randomNarHash(), fileSize, fileCrc32: null }, this.builders[0]!.id);
       }
       lap('nars');
       log.append(start, leaves);

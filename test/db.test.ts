@@ -58,3 +58,26 @@ describe('openDb on a database of an older schema', () => {
     }
   });
 });
+
+const columns = (db: ReturnType<typeof openDb>, table: string) => db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[];
+
+describe('openDb on a database without a column added since', () => {
+  it('adds the column, keeping its rows, and opens it again unchanged', () => {
+    const dir = tempDir('db');
+    const file = join(dir, 'older.sqlite');
+    const older = openDb(file);
+    // A database written before nars.file_crc32 existed.
+    older.exec('ALTER TABLE nars DROP COLUMN file_crc32');
+    older.prepare("INSERT INTO nars (nar_hash, nar_size, blob_key, compression, file_hash, file_size, created_at) VALUES ('sha256:x', 1, 'nar/x.nar', 'none', 'sha256:x', 1, 0)").run();
+    expect(columns(older, 'nars')).not.toContain('file_crc32');
+    older.close();
+
+    for (let i = 0; i < 2; i++) {
+      const db = openDb(file);
+      expect(columns(db, 'nars')).toContain('file_crc32');
+      expect(db.prepare('SELECT nar_hash, file_crc32 FROM nars').all()).toEqual([{ nar_hash: 'sha256:x', file_crc32: null }]);
+      db.close();
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+});

@@ -18,6 +18,11 @@ export interface BlobRead {
   start: number;
   /** Inclusive; `start - 1` for an empty object read without a range. */
   end: number;
+  /**
+   * The same bytes as `body`, when the store read them into memory at once (small fs blobs), so a
+   * caller can send them without a stream. `body` still yields them.
+   */
+  bytes?: Buffer;
 }
 
 /**

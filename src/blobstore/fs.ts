@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { Dirent } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, openSync, readSync, type Dirent } from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   bufferChunks,
   checkRange,
@@ -29,7 +29,15 @@ const FAN_MARK = '@';
  * they stay; a live writer touches its file on every write.
  */
 const DEFAULT_STALE_TEMP_MS = 60 * 60 * 1000;
-const READ_CHUNK = 1024 * 1024;
+/** 1 MiB reads and writes: the 64 KiB a stream uses by default means 16,384 thread-pool round trips per GiB. */
+const IO_CHUNK = 1024 * 1024;
+/**
+ * Reads of up to this many bytes are done synchronously in one read, like the SQLite reads next to
+ * them: from the page cache that takes microseconds, less than one of the thread-pool round trips
+ * (open, stat, read, read to EOF, close) a stream costs, which were most of the time spent serving a
+ * small NAR. Larger reads stream, so a cold disk never holds the event loop for long.
+ */
+const SMALL_READ = 64 * 1024;
 
 /**
  * The embedded default store: one file per blob under a root directory.
@@ -64,11 +72,21 @@ export class FsBlobStore implements BlobStore {
     try {
       handle = await this.io('create a temp file', () => open(temp, 'wx', 0o644));
       let size = 0;
+      let batch: Buffer[] = [];
+      let batched = 0;
+      const flush = async () => {
+        await this.io(`write ${key}`, () => writeAll(handle!, batch));
+        batch = [];
+        batched = 0;
+      };
       // Errors of the body itself propagate unchanged (see BlobStore); only our I/O is wrapped.
       for await (const chunk of bufferChunks(body)) {
         size += chunk.length;
-        await this.io(`write ${key}`, () => writeAll(handle!, chunk));
+        batch.push(chunk);
+        batched += chunk.length;
+        if (batched >= IO_CHUNK) await flush();
       }
+      await flush();
       if (options.size !== undefined && size !== options.size) throw declaredSizeMismatch(key, options.size, size);
       await this.io(`fsync ${key}`, () => handle!.sync());
       await handle.close();
@@ -88,24 +106,32 @@ export class FsBlobStore implements BlobStore {
   async get(key: string, range?: BlobRange): Promise<BlobRead | null> {
     parseBlobKey(key);
     checkRange(range);
-    let handle: FileHandle;
+    const path = this.pathOf(key);
+    let fd: number;
     try {
-      handle = await open(this.pathOf(key), 'r');
+      fd = openSync(path, 'r');
     } catch (err) {
       if (isAbsent(err)) return null;
       throw storeFailure(this.describe, `open ${key}`, err);
     }
+    // The stream closes the file when it ends or is destroyed; otherwise it is closed here.
+    let streaming = false;
     try {
       // Size and bytes come from the same open file: a concurrent put renames a new inode into
       // place and cannot change what this read returns.
-      const { size } = await handle.stat();
+      const { size } = fstatSync(fd);
       const { start, end } = resolveRange(range, size);
-      // 1 MiB reads: the default 64 KiB means 16,384 thread-pool round trips per GiB served.
-      const body = handle.createReadStream({ start, ...(end >= start ? { end } : {}), highWaterMark: READ_CHUNK });
+      if (end - start + 1 <= SMALL_READ) {
+        const bytes = readAt(fd, start, end - start + 1);
+        return { body: bufferBody(bytes), size, start, end, bytes };
+      }
+      const body = createReadStream(path, { fd, start, end, highWaterMark: IO_CHUNK });
+      streaming = true;
       return { body, size, start, end };
     } catch (err) {
-      await handle.close().catch(() => undefined);
       throw storeFailure(this.describe, `read ${key}`, err);
+    } finally {
+      if (!streaming) closeSync(fd);
     }
   }
 
@@ -237,9 +263,38 @@ function isAbsent(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
-async function writeAll(handle: FileHandle, chunk: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < chunk.length) offset += (await handle.write(chunk, offset)).bytesWritten;
+/** Writes `chunks` in order at the file position; writev may write less than asked, so it continues where it stopped. */
+async function writeAll(handle: FileHandle, chunks: Buffer[]): Promise<void> {
+  let pending = chunks;
+  while (pending.length > 0) {
+    let { bytesWritten } = await handle.writev(pending);
+    let done = 0;
+    while (done < pending.length && bytesWritten >= pending[done]!.length) bytesWritten -= pending[done++]!.length;
+    pending = pending.slice(done);
+    if (bytesWritten > 0) pending[0] = pending[0]!.subarray(bytesWritten);
+  }
+}
+
+/** `length` bytes at `position`; a file that ends before them changed under the read. */
+function readAt(fd: number, position: number, length: number): Buffer {
+  const bytes = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, bytes, got, length - got, position + got);
+    if (n === 0) throw new Error(`the file ended after ${got} of ${length} bytes`);
+    got += n;
+  }
+  return bytes;
+}
+
+/** A stream of one Buffer already in memory. */
+function bufferBody(bytes: Buffer): Readable {
+  return new Readable({
+    read() {
+      this.push(bytes);
+      this.push(null);
+    },
+  });
 }
 
 /**

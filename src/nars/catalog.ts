@@ -11,6 +11,8 @@ export interface NarRecord {
   compression: string;
   fileHash: string;
   fileSize: number;
+  /** CRC-32 of the stored bytes, checked on downloads; null for NARs held upstream and rows from before it was recorded. */
+  fileCrc32: number | null;
   createdAt: number;
 }
 
@@ -21,6 +23,7 @@ interface NarRow {
   compression: string;
   file_hash: string;
   file_size: number;
+  file_crc32: number | null;
   created_at: number;
 }
 
@@ -31,6 +34,7 @@ const fromRow = (r: NarRow): NarRecord => ({
   compression: r.compression,
   fileHash: r.file_hash,
   fileSize: r.file_size,
+  fileCrc32: r.file_crc32,
   createdAt: r.created_at,
 });
 
@@ -39,14 +43,18 @@ export const isUpstreamKey = (blobKey: string) => /^https?:\/\//.test(blobKey);
 /** The nars table: which NARs exist. A row is written only after its blob is durable. */
 export class NarCatalog {
   private readonly byHash: Statement<[string], NarRow>;
+  private readonly advertised: Statement<[string, string], NarRow>;
   private readonly insertRow: Statement<unknown[]>;
   private readonly deleteCollectable: Statement<[Record<string, string | number>], NarRow>;
   private readonly quorumOn: Statement<[string], number>;
 
   constructor(private readonly db: Db) {
     this.byHash = db.prepare('SELECT * FROM nars WHERE nar_hash = ?');
+    this.advertised = db.prepare(
+      "SELECT * FROM nars n WHERE n.nar_hash = ? AND EXISTS (SELECT 1 FROM decisions d WHERE d.nar_hash = n.nar_hash AND d.policy = ? AND d.status = 'quorum')",
+    );
     this.insertRow = db.prepare(
-      'INSERT OR IGNORE INTO nars (nar_hash, nar_size, blob_key, compression, file_hash, file_size, uploaded_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT OR IGNORE INTO nars (nar_hash, nar_size, blob_key, compression, file_hash, file_size, file_crc32, uploaded_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.deleteCollectable = db.prepare(
       `DELETE FROM nars
@@ -65,8 +73,18 @@ export class NarCatalog {
     return row && fromRow(row);
   }
 
+  /**
+   * The NAR's row if some path with it has quorum under `policy`: what the NAR route may serve. The
+   * quorum is checked on every download, as for narinfos: Nix caches narinfos for days, and a
+   * revoked key must stop counting for those clients as well.
+   */
+  getAdvertised(narHash: string, policy: string): NarRecord | undefined {
+    const row = this.advertised.get(narHash, policy);
+    return row && fromRow(row);
+  }
+
   add(record: Omit<NarRecord, 'createdAt'>, uploadedBy: number | null): void {
-    this.insertRow.run(record.narHash, record.narSize, record.blobKey, record.compression, record.fileHash, record.fileSize, uploadedBy, Date.now());
+    this.insertRow.run(record.narHash, record.narSize, record.blobKey, record.compression, record.fileHash, record.fileSize, record.fileCrc32, uploadedBy, Date.now());
   }
 
 

@@ -1,6 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { crc32 } from 'node:zlib';
 import type { BlobStore } from '../blobstore/blobStore.js';
 import { compressStream, fileExtension, type CompressionMethod } from '../blobstore/compression.js';
 import { QuorumError } from '../errors.js';
@@ -14,12 +15,24 @@ export function narBlobKey(narHash: NarHash, compression: CompressionMethod): st
   return `nar/${nix32Encode(narHashDigest(narHash))}.nar${fileExtension(compression)}`;
 }
 
-/** Passes bytes through, counting and hashing them (the compressed file's FileHash and FileSize). */
+/**
+ * Passes the stored file's bytes through, counting them and computing their CRC-32 (checked on
+ * downloads) and their SHA-256 (the narinfo's FileHash), unless they are the NAR itself, whose
+ * hash the NAR verifier computes already.
+ */
 class FileDigest extends Transform {
-  readonly hash = createHash('sha256');
+  readonly hash: Hash | undefined;
+  crc = 0;
   size = 0;
+
+  constructor(storesTheNar: boolean) {
+    super();
+    this.hash = storesTheNar ? undefined : createHash('sha256');
+  }
+
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null, data?: Buffer) => void): void {
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
+    this.crc = crc32(chunk, this.crc);
     this.size += chunk.length;
     done(null, chunk);
   }
@@ -57,7 +70,7 @@ export async function uploadNar(store: BlobStore, catalog: NarCatalog, req: Uplo
       done();
     },
   });
-  const digest = new FileDigest();
+  const digest = new FileDigest(req.compression === 'none');
   const out = new PassThrough();
   const flowing = pipeline(req.body, verifier, claim, compressStream(req.compression), digest, out);
   const key = narBlobKey(req.narHash, req.compression);
@@ -74,8 +87,10 @@ export async function uploadNar(store: BlobStore, catalog: NarCatalog, req: Uplo
     narSize: req.narSize,
     blobKey: key,
     compression: req.compression,
-    fileHash: narHashFromDigest(digest.hash.digest()),
+    // Uncompressed, the file is the NAR the verifier found to hash to narHash.
+    fileHash: digest.hash ? narHashFromDigest(digest.hash.digest()) : req.narHash,
     fileSize: digest.size,
+    fileCrc32: digest.crc,
   };
   catalog.add(record, req.uploadedBy);
   return { created: true, record: catalog.get(req.narHash)! };

@@ -8,7 +8,7 @@ import { signNix, type SecretKey } from '../nix/keys.js';
 import { STORE_DIR, type HashPart, type StorePath } from '../nix/storePath.js';
 
 /** Where a path's NAR file is, and what it is. */
-export type NarLocation = Omit<NarRecord, 'narHash' | 'narSize' | 'createdAt'>;
+export type NarLocation = Pick<NarRecord, 'blobKey' | 'compression' | 'fileHash' | 'fileSize'>;
 
 /** A path with quorum under a policy, with its NAR when the catalogue has one. */
 export interface QuorumPath {
@@ -53,7 +53,6 @@ type Row = [
  */
 export class QuorumLookup {
   private readonly stmt: Statement<[string, string, string], Row>;
-  private readonly advertisedNar: Statement<[string, string], number | undefined>;
   private readonly begin: Statement | undefined;
   private readonly commit: Statement | undefined;
 
@@ -66,7 +65,6 @@ export class QuorumLookup {
        FROM decisions d LEFT JOIN nars n ON n.nar_hash = d.nar_hash
        WHERE d.policy = ? AND d.out_path >= ? AND d.out_path < ? AND d.status = 'quorum' LIMIT 1`,
     ).raw();
-    this.advertisedNar = db.prepare<[string, string], number | undefined>("SELECT 1 FROM decisions WHERE nar_hash = ? AND policy = ? AND status = 'quorum' LIMIT 1").pluck();
     if (options.perTurn) {
       this.begin = db.prepare('BEGIN');
       this.commit = db.prepare('COMMIT');
@@ -82,15 +80,6 @@ export class QuorumLookup {
     if (!this.begin || this.db.inTransaction) return;
     this.begin.run();
     setImmediate(() => this.refresh());
-  }
-
-  /**
-   * Whether some path with this NAR has quorum under the policy. NAR downloads check it too: Nix
-   * caches narinfos for days, and a revoked key must stop counting for those clients as well.
-   */
-  narHasQuorum(policy: string, narHash: string): boolean {
-    this.read();
-    return this.advertisedNar.get(narHash, policy) !== undefined;
   }
 
   find(policy: string, hashPart: HashPart): QuorumPath | undefined {

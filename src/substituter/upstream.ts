@@ -15,7 +15,7 @@ export function upstreamResolver(caches: UpstreamCaches, catalog: NarCatalog): (
     const nar = await caches.lookup(hashPart, path.narHash);
     // FileHash/FileSize are what our narinfo must state; every Nix-written narinfo has them.
     if (!nar || nar.narSize !== path.narSize || nar.fileHash === undefined || nar.fileSize === undefined) return false;
-    catalog.add({ narHash: path.narHash, narSize: path.narSize, blobKey: nar.url, compression: nar.compression, fileHash: nar.fileHash, fileSize: nar.fileSize }, null);
+    catalog.add({ narHash: path.narHash, narSize: path.narSize, blobKey: nar.url, compression: nar.compression, fileHash: nar.fileHash, fileSize: nar.fileSize, fileCrc32: null }, null);
     return true;
   };
 }

@@ -266,6 +266,25 @@ describe('fs blob store', () => {
     expect((await stat(join(root, '@na', 'nar'))).size).toBe(1);
   });
 
+  it('hands small reads over in memory as well as a stream, and streams large ones', async () => {
+    const root = tempDir('fs-small');
+    roots.push(root);
+    const store = await FsBlobStore.open(root);
+    const data = randomBytes(200_000);
+    await store.put('nar/mixed.nar', streamOf(data));
+    for (const [range, inMemory] of [
+      [{ start: 0, end: 9_999 }, true],
+      [{ start: 150_000 }, true],
+      [undefined, false],
+      [{ start: 1 }, false],
+    ] as const) {
+      const read = (await store.get('nar/mixed.nar', range))!;
+      const expected = data.subarray(read.start, read.end + 1);
+      expect(read.bytes?.equals(expected)).toBe(inMemory ? true : undefined);
+      expect((await readAll(read.body)).equals(expected)).toBe(true);
+    }
+  });
+
   it('removes temp files of crashed writes on open, and never lists or serves them', async () => {
     const root = tempDir('fs-crash');
     roots.push(root);

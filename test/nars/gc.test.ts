@@ -189,7 +189,7 @@ describe('collectGarbage', () => {
     world = await World.open();
     const narHash = randomNarHash() as NarHash;
     const url = 'https://upstream.example/nar/0abc.nar.xz';
-    world.catalog.add({ narHash, narSize: 4096, blobKey: url, compression: 'xz', fileHash: randomNarHash(), fileSize: 1000 }, null);
+    world.catalog.add({ narHash, narSize: 4096, blobKey: url, compression: 'xz', fileHash: randomNarHash(), fileSize: 1000, fileCrc32: null }, null);
     const deletes = vi.spyOn(world.blobs, 'delete');
     const result = await world.gc(Date.now() + GC_GRACE_MS + HOUR);
     expect(result.deleted).toEqual([{ reason: 'unattested', blobKey: url, narHash, bytes: 0, upstream: true }]);
@@ -311,7 +311,7 @@ describe('collectGarbage', () => {
     const p = randomStorePath('adv');
     await world.attest(alice, p, advertised);
     await world.attest(bob, p, advertised);
-    world.catalog.add({ narHash: randomNarHash() as NarHash, narSize: 1, blobKey: 'https://upstream.example/nar/x.nar.xz', compression: 'xz', fileHash: randomNarHash(), fileSize: 9 }, null);
+    world.catalog.add({ narHash: randomNarHash() as NarHash, narSize: 1, blobKey: 'https://upstream.example/nar/x.nar.xz', compression: 'xz', fileHash: randomNarHash(), fileSize: 9, fileCrc32: null }, null);
     await world.orphan(orphan);
     const t = Date.now();
     await world.gc(t); // first sighting of `orphan`

@@ -5,6 +5,7 @@ import http from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decompressStream, type CompressionMethod } from '../../src/blobstore/compression.js';
 import { uploadAuthHeader } from '../../src/nars/uploadAuth.js';
@@ -280,78 +281,90 @@ async function narUrlOf(server: RunningServer, outPath: string): Promise<string>
   return new URL(url, `${server.url}/`).href;
 }
 
-describe('a stored, advertised NAR', () => {
-  const alice = generateSecretKey('alice-1');
-  const bob = generateSecretKey('bob-1');
-  let server: RunningServer;
-  let storeRoot: string;
-  let nar: Nar;
-  let key: string;
-  let narUrl: string;
+// A file of 300 KiB of random bytes stays about that size compressed, so its blob is streamed from
+// the fs store; one of 1 KiB is read into memory at once. Both must be checked the same way.
+for (const [size, dataBytes] of [['streamed', 300 * 1024], ['read at once', 1024]] as const) {
+  describe(`a stored, advertised NAR (${size})`, () => {
+    const alice = generateSecretKey('alice-1');
+    const bob = generateSecretKey('bob-1');
+    let server: RunningServer;
+    let storeRoot: string;
+    let nar: Nar;
+    let key: string;
+    let narUrl: string;
 
-  beforeAll(async () => {
-    let dir: string;
-    ({ server, dir } = await startWithBuilders(alice, bob));
-    storeRoot = join(dir, 'nars');
-    nar = await treeNar(300 * 1024);
-    const res = await put(server, nar.narHash, nar.bytes, uploadAuthHeader(alice, nar.narHash, nar.narSize));
-    expect(res.status).toBe(201);
-    key = server.catalog.get(nar.narHash)!.blobKey;
-    const outPath = randomStorePath('served');
-    await attest(server, [alice, bob], { outPath, narHash: nar.narHash, narSize: nar.narSize });
-    narUrl = await narUrlOf(server, outPath);
-  });
-  afterAll(() => server.close());
-
-  it('was stored as uploaded: 201, HEAD 200, a second PUT is a 200 no-op, the blob decompresses to the NAR', async () => {
-    const head = await fetch(`${server.url}/api/v1/nars/${nar.narHash}`, { method: 'HEAD' });
-    expect(head.status).toBe(200);
-    expect(head.headers.get('x-nar-size')).toBe(String(nar.narSize));
-    const record = server.catalog.get(nar.narHash)!;
-    const again = await put(server, nar.narHash, nar.bytes, uploadAuthHeader(alice, nar.narHash, nar.narSize));
-    expect(again).toMatchObject({ status: 200, body: { created: false, fileHash: record.fileHash } });
-    const stored = readFileSync(blobFile(storeRoot, key));
-    expect(stored.length).toBe(record.fileSize);
-    expect(narHashFromDigest(sha256(stored))).toBe(record.fileHash);
-    expect((await decompress(stored, record.compression)).equals(nar.bytes)).toBe(true);
-    // And the substituter serves it whole.
-    const got = await download(narUrl);
-    expect(got).toMatchObject({ status: 200, complete: true, declared: record.fileSize });
-    expect(got.received.equals(stored)).toBe(true);
-  });
-
-  for (const [what, damage] of [
-    ['a flipped byte in the middle', (file: string) => {
-      const bytes = readFileSync(file);
-      bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
-      writeFileSync(file, bytes);
-    }],
-    ['a truncated file', (file: string) => truncateSync(file, Math.floor(statSync(file).size / 2))],
-  ] as const) {
-    it(`is never served whole after ${what} in the store: the download breaks, the server stays up, metrics and log say why`, async () => {
-      const file = blobFile(storeRoot, key);
-      const original = readFileSync(file);
-      const before = await metric(server, 'nixquorum_blobstore_errors_total{op="corrupt"}');
-      try {
-        damage(file);
-        let got: Awaited<ReturnType<typeof download>> | undefined;
-        const lines = await captureLogs(async () => {
-          got = await download(narUrl);
-          await until('the server counts the corrupt read', async () => (await metric(server, 'nixquorum_blobstore_errors_total{op="corrupt"}')) > before);
-        });
-        // Either the headers went out and the body breaks off before its end, or the connection drops.
-        expect(got!.complete).toBe(false);
-        if (got!.status !== 0) expect(got!.received.length).toBeLessThan(got!.declared);
-        expect(await metric(server, 'nixquorum_blobstore_errors_total{op="corrupt"}')).toBe(before + 1);
-        expect(lines).toContainEqual(expect.objectContaining({ level: 'error', msg: 'blob store returned corrupted NAR bytes', key }));
-        expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
-      } finally {
-        writeFileSync(file, original);
-      }
-      expect((await download(narUrl)).complete).toBe(true);
+    beforeAll(async () => {
+      let dir: string;
+      ({ server, dir } = await startWithBuilders(alice, bob));
+      storeRoot = join(dir, 'nars');
+      nar = await treeNar(dataBytes);
+      const res = await put(server, nar.narHash, nar.bytes, uploadAuthHeader(alice, nar.narHash, nar.narSize));
+      expect(res.status).toBe(201);
+      key = server.catalog.get(nar.narHash)!.blobKey;
+      const outPath = randomStorePath('served');
+      await attest(server, [alice, bob], { outPath, narHash: nar.narHash, narSize: nar.narSize });
+      narUrl = await narUrlOf(server, outPath);
     });
-  }
-});
+    afterAll(() => server.close());
+
+    it('was stored as uploaded: 201, HEAD 200, a second PUT is a 200 no-op, the blob decompresses to the NAR', async () => {
+      const head = await fetch(`${server.url}/api/v1/nars/${nar.narHash}`, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(head.headers.get('x-nar-size')).toBe(String(nar.narSize));
+      const record = server.catalog.get(nar.narHash)!;
+      const again = await put(server, nar.narHash, nar.bytes, uploadAuthHeader(alice, nar.narHash, nar.narSize));
+      expect(again).toMatchObject({ status: 200, body: { created: false, fileHash: record.fileHash } });
+      const stored = readFileSync(blobFile(storeRoot, key));
+      expect(stored.length).toBe(record.fileSize);
+      expect(narHashFromDigest(sha256(stored))).toBe(record.fileHash);
+      expect(record.fileCrc32).toBe(crc32(stored));
+      expect((await decompress(stored, record.compression)).equals(nar.bytes)).toBe(true);
+      // And the substituter serves it whole.
+      const got = await download(narUrl);
+      expect(got).toMatchObject({ status: 200, complete: true, declared: record.fileSize });
+      expect(got.received.equals(stored)).toBe(true);
+    });
+
+    // Rows from before CRCs were recorded (NULL) are checked against FileHash instead.
+    for (const checked of ['CRC-32', 'SHA-256 (a row without a CRC)'] as const) {
+      for (const [what, damage] of [
+        ['a flipped byte in the middle', (file: string) => {
+          const bytes = readFileSync(file);
+          bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+          writeFileSync(file, bytes);
+        }],
+        ['a truncated file', (file: string) => truncateSync(file, Math.floor(statSync(file).size / 2))],
+      ] as const) {
+        it(`is never served whole after ${what} in the store, checked by ${checked}: the download breaks, the server stays up, metrics and log say why`, async () => {
+          const file = blobFile(storeRoot, key);
+          const original = readFileSync(file);
+          const crc = server.catalog.get(nar.narHash)!.fileCrc32;
+          const setCrc = server.service.db.prepare('UPDATE nars SET file_crc32 = ? WHERE nar_hash = ?');
+          if (checked !== 'CRC-32') setCrc.run(null, nar.narHash);
+          const before = await metric(server, 'nixquorum_blobstore_errors_total{op="corrupt"}');
+          try {
+            damage(file);
+            let got: Awaited<ReturnType<typeof download>> | undefined;
+            const lines = await captureLogs(async () => {
+              got = await download(narUrl);
+              await until('the server counts the corrupt read', async () => (await metric(server, 'nixquorum_blobstore_errors_total{op="corrupt"}')) > before);
+            });
+            // Either the headers went out and the body breaks off before its end, or the connection drops.
+            expect(got!.complete).toBe(false);
+            if (got!.status !== 0) expect(got!.received.length).toBeLessThan(got!.declared);
+            expect(await metric(server, 'nixquorum_blobstore_errors_total{op="corrupt"}')).toBe(before + 1);
+            expect(lines).toContainEqual(expect.objectContaining({ level: 'error', msg: 'blob store returned corrupted NAR bytes', key }));
+            expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+          } finally {
+            writeFileSync(file, original);
+            setCrc.run(crc, nar.narHash);
+          }
+          expect((await download(narUrl)).complete).toBe(true);
+        });
+      }
+    }
+  });
+}
 
 /** Runs a command without blocking the event loop (the server under test lives in this process). */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stderr: string }> {
