@@ -23,6 +23,12 @@ export interface BlobRead {
    * caller can send them without a stream. `body` still yields them.
    */
   bytes?: Buffer;
+  /**
+   * Hands a chunk of `body` back once the caller no longer needs it, so that the store reads later
+   * bytes into it instead of a new buffer (fs store). Callers may ignore it; a chunk handed back
+   * must not be touched again.
+   */
+  recycle?: (chunk: Buffer) => void;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Transform } from 'node:stream';
+import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { crc32 } from 'node:zlib';
 import type { BlobRange, BlobStore } from '../blobstore/blobStore.js';
@@ -178,7 +178,7 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     }
     res.writeHead(range ? 206 : 200, headers);
     try {
-      await pipeline(blob.body, new SendBytes(check, deps.metrics), res);
+      await pipeline(blob.body, new SendNar(res, check, deps.metrics, blob.recycle));
     } catch (error) {
       if (error instanceof CorruptBlob) corrupt(error.message);
       res.destroy();
@@ -303,18 +303,28 @@ class FileCheck {
 
 class CorruptBlob extends Error {}
 
-/** Counts the bytes sent; with a check, holds the last chunk back until the whole file passed it. */
-class SendBytes extends Transform {
+/**
+ * Writes a NAR's chunks to the response, counting them; with a check, holds the last chunk back
+ * until the whole file passed it. It writes to the response itself rather than being piped into
+ * it, to learn when the socket is done with a chunk and hand it back to the blob store (`recycle`).
+ */
+class SendNar extends Writable {
   private held: Buffer | null = null;
 
   constructor(
+    private readonly res: ServerResponse,
     private readonly check: FileCheck | undefined,
     private readonly metrics: Metrics,
+    private readonly recycle: ((chunk: Buffer) => void) | undefined,
   ) {
     super();
+    // A client that goes away stops the read, also while a write waits for 'drain'.
+    res.once('close', () => {
+      if (!res.writableFinished) this.destroy(new Error('the client closed the connection'));
+    });
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
     if (!this.check) return this.send(chunk, done);
     this.check.update(chunk);
     const previous = this.held;
@@ -323,16 +333,18 @@ class SendBytes extends Transform {
     else done();
   }
 
-  override _flush(done: (err?: Error | null) => void): void {
+  override _final(done: (err?: Error | null) => void): void {
     const problem = this.check?.problem();
     if (problem) return done(new CorruptBlob(problem));
-    if (this.held) this.send(this.held, done);
-    else done();
+    if (this.held) this.metrics.narBytes.inc(this.held.length);
+    this.res.end(this.held ?? undefined);
+    done();
   }
 
   private send(chunk: Buffer, done: (err?: Error | null) => void): void {
     this.metrics.narBytes.inc(chunk.length);
-    this.push(chunk);
-    done();
+    const recycle = this.recycle;
+    if (this.res.write(chunk, recycle && (() => recycle(chunk)))) done();
+    else this.res.once('drain', () => done());
   }
 }

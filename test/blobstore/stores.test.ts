@@ -1,6 +1,6 @@
 import { ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readlink, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -283,6 +283,38 @@ describe('fs blob store', () => {
       expect(read.bytes?.equals(expected)).toBe(inMemory ? true : undefined);
       expect((await readAll(read.body)).equals(expected)).toBe(true);
     }
+  });
+
+  it('reads into chunks handed back (recycle), and closes the file however the read ends', async () => {
+    const root = tempDir('fs-recycle');
+    roots.push(root);
+    const store = await FsBlobStore.open(root);
+    const data = randomBytes(6 * MiB + 12_345);
+    await store.put('nar/big.nar', streamOf(data));
+    // Descriptors of this process open on the blob's file.
+    const openOnBlob = async () => {
+      let count = 0;
+      for (const fd of await readdir('/proc/self/fd')) if ((await readlink(`/proc/self/fd/${fd}`).catch(() => '')).endsWith('/big.nar')) count++;
+      return count;
+    };
+
+    const read = (await store.get('nar/big.nar'))!;
+    const copies: Buffer[] = [];
+    const memory = new Set<ArrayBufferLike>();
+    for await (const chunk of read.body) {
+      copies.push(Buffer.from(chunk as Buffer));
+      memory.add((chunk as Buffer).buffer);
+      read.recycle!(chunk as Buffer);
+    }
+    expect(Buffer.concat(copies).equals(data)).toBe(true);
+    expect(memory.size).toBeLessThan(copies.length);
+    expect(await openOnBlob()).toBe(0);
+
+    const abandoned = (await store.get('nar/big.nar', { start: 1000 }))!;
+    expect(await openOnBlob()).toBe(1);
+    abandoned.body.once('data', () => abandoned.body.destroy());
+    await new Promise((resolve) => abandoned.body.once('close', resolve));
+    expect(await openOnBlob()).toBe(0);
   });
 
   it('removes temp files of crashed writes on open, and never lists or serves them', async () => {

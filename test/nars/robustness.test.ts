@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -365,6 +365,41 @@ for (const [size, dataBytes] of [['streamed', 300 * 1024], ['read at once', 1024
     }
   });
 }
+
+describe('a client that stops reading a large NAR and goes away', () => {
+  const alice = generateSecretKey('alice-1');
+  const bob = generateSecretKey('bob-1');
+
+  it('makes the server stop reading and close the file; it keeps serving', async () => {
+    const { server, dir } = await startWithBuilders(alice, bob);
+    try {
+      // Several 1 MiB reads and more than loopback socket buffers take, so the server waits on the client.
+      const nar = await treeNar(24 * 1024 * 1024);
+      expect((await put(server, nar.narHash, nar.bytes, uploadAuthHeader(alice, nar.narHash, nar.narSize))).status).toBe(201);
+      const outPath = randomStorePath('big');
+      await attest(server, [alice, bob], { outPath, narHash: nar.narHash, narSize: nar.narSize });
+      const url = new URL(await narUrlOf(server, outPath));
+      const file = blobFile(join(dir, 'nars'), server.catalog.get(nar.narHash)!.blobKey);
+      // This process is the server: its descriptors open on the blob's file.
+      const openOnBlob = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === file; } catch { return false; } }).length;
+
+      const socket = connect(Number(url.port), url.hostname);
+      socket.write(`GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\n\r\n`);
+      socket.pause();
+      await until('the server has the file open', () => openOnBlob() === 1);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(openOnBlob()).toBe(1);
+      socket.destroy();
+      await until('the server closes the file', () => openOnBlob() === 0);
+
+      const again = await download(url.href);
+      expect(again).toMatchObject({ status: 200, complete: true });
+      expect(openOnBlob()).toBe(0);
+    } finally {
+      await server.close();
+    }
+  });
+});
 
 /** Runs a command without blocking the event loop (the server under test lives in this process). */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stderr: string }> {
