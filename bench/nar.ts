@@ -10,13 +10,13 @@
  * the NAR itself; nginx, one process) are pinned to --server-cpu, curl to --client-cpu.
  *
  * Upload: `curl -T` of the NAR file to PUT /api/v1/nars/<narHash> with a registered builder's
- * upload signature; the server parses and hashes the NAR as it streams, hashes the stored file,
- * writes and fsyncs it. Each sample uses a fresh data directory (uploads dedupe by narHash).
+ * upload signature; the server parses and hashes the NAR as it streams, takes the stored file's
+ * CRC-32, writes and fsyncs it. Each sample uses a fresh data directory (uploads dedupe by narHash).
  * Peers, on the server's core: nginx's WebDAV PUT of the same file (writes it to disk: no parsing,
  * no hashing, no fsync); `dd bs=1M conv=fsync` of the file (a durable copy, the disk's floor); and
  * `openssl dgst -sha256` of the file (one SHA-256 pass, the CPU floor of any verified upload).
  * Download: after two builders attest a path with that NAR, `curl -o /dev/null` of the narinfo's
- * URL from our server (which hashes the file as it sends it, to catch a corrupt store) against
+ * URL from our server (which checks the file's CRC-32 as it sends it, to catch a corrupt store) against
  * nginx serving the same blob file (sendfile); the file is in the page cache for both.
  * Memory: VmHWM of our server process (reset through /proc/<pid>/clear_refs before each transfer)
  * minus its VmRSS when idle after start and one request (goal: under 100 MB above idle).
