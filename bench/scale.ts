@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
 import { dataPaths } from '../src/dataDir.js';
 import { openDb, type Db } from '../src/db.js';
-import type { Attestation } from '../src/ledger/statement.js';
+import type { Attestation, StatementFields } from '../src/ledger/statement.js';
 import { decodeLeaf, encodeLeaf } from '../src/ledger/leaf.js';
 import { MerkleLog } from '../src/ledger/log.js';
 import { leafHash, verifyInclusion } from '../src/ledger/merkle.js';
@@ -92,14 +92,7 @@ if (free < needed) {
   throw new Error(`${dir}: ${(free / 2 ** 30).toFixed(1)} GiB free, the largest stage needs about ${(needed / 2 ** 30).toFixed(1)} GiB; use smaller --stages or point TMPDIR elsewhere`);
 }
 
-interface PathSpec {
-  drvPath: StorePath;
-  outputName: string;
-  outPath: StorePath;
-  narHash: NarHash;
-  narSize: number;
-  references: StorePath[];
-}
+type PathSpec = StatementFields;
 
 /** Writes synthetic attestations the way Ingestor.commit does (see the file comment). */
 class BulkLoader {
