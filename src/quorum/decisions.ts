@@ -5,7 +5,7 @@ import { fingerprint } from '../nix/fingerprint.js';
 import type { NarHash } from '../nix/hash.js';
 import { formatPublicKey, signNix, type SecretKey } from '../nix/keys.js';
 import type { StorePath } from '../nix/storePath.js';
-import { evaluate, type Decision, type Policy, type Vote } from './evaluate.js';
+import { evaluate, keyOf, type Decision, type Policy, type Vote } from './evaluate.js';
 import { listPolicies, writePolicy } from './policies.js';
 
 interface VoteRow extends Vote {
@@ -134,12 +134,11 @@ export class DecisionMaterializer {
    * refuses it, and so does fingerprint()); such a decision stores none and is never served whole.
    */
   private cacheSignature(policy: string, outPath: string, content: Content, signed: Map<string, string | null>): string | null {
-    const key = `${content.narHash};${content.narSize};${content.refs}`;
+    const key = keyOf(content);
     let sig = signed.get(key);
     if (sig !== undefined) return sig;
     const old = this.stored.get(policy, outPath);
-    const unchanged = old?.status === 'quorum' && old.narHash === content.narHash && old.narSize === content.narSize && old.refs === content.refs;
-    if (unchanged && old.cacheSig?.startsWith(this.sigPrefix)) sig = old.cacheSig;
+    if (old?.status === 'quorum' && keyOf(old) === key && old.cacheSig?.startsWith(this.sigPrefix)) sig = old.cacheSig;
     else if (content.narSize > 0) {
       const references = content.refs === '' ? [] : (content.refs.split(',') as StorePath[]);
       sig = signNix(this.cacheKey, fingerprint(outPath as StorePath, content.narHash as NarHash, content.narSize, references));

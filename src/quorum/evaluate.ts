@@ -38,7 +38,8 @@ export interface Decision {
   reason: string;
 }
 
-const keyOf = (v: Pick<Vote, 'narHash' | 'narSize' | 'refs'>) => `${v.narHash};${v.narSize};${v.refs}`;
+/** What "the same content" means for a vote: equal narHash, narSize and references. */
+export const keyOf = (v: Pick<Vote, 'narHash' | 'narSize' | 'refs'>) => `${v.narHash};${v.narSize};${v.refs}`;
 
 /**
  * @param votes every attestation of one output path, from any builder
