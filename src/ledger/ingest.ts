@@ -53,8 +53,6 @@ export class Ingestor {
   private readonly byOutputAndBuilder: Statement<[string, number], ExistingRow>;
   private readonly insert: Statement<unknown[]>;
   private readonly insertConflict: Statement<unknown[]>;
-  private readonly syncNormal: Statement;
-  private readonly syncFull: Statement;
   private readonly hooks: CommitHook[] = [];
   private readonly committedListeners: Array<() => void> = [];
   /** Counters for metrics and benchmarks. */
@@ -74,8 +72,6 @@ export class Ingestor {
       `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.syncNormal = db.prepare('PRAGMA synchronous = NORMAL');
-    this.syncFull = db.prepare('PRAGMA synchronous = FULL');
     this.insertConflict = db.prepare('INSERT OR IGNORE INTO conflicts (builder_id, out_path, first_leaf, second_leaf, detected_at) VALUES (?, ?, ?, ?, ?)');
   }
 
@@ -163,11 +159,12 @@ export class Ingestor {
     let results: IngestResult[][];
     try {
       // NORMAL: COMMIT writes the WAL without waiting for the disk; nothing is acknowledged before walSync.
-      this.syncNormal.run();
+      // A pragma, not a prepared statement: SQLite applies this one when it compiles it.
+      this.db.pragma('synchronous = NORMAL');
       try {
         results = this.db.transaction(() => this.commit(batch))();
       } finally {
-        this.syncFull.run();
+        this.db.pragma('synchronous = FULL');
       }
     } catch (error) {
       for (const p of batch) p.reject(error);
