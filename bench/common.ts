@@ -74,10 +74,15 @@ function benchServer(child: ChildProcess, port: number, cleanup: () => void = ()
   };
 }
 
-/** `nix-quorum serve` over `dataDir` as a child process, with `config` (JSON config file contents) if given. */
+/**
+ * `nix-quorum serve` over `dataDir` as a child process, with `config` (JSON config file contents) if
+ * given. With BENCH_PROFILE=<dir> in the environment it runs under `--cpu-prof` and writes its
+ * profile there when stopped.
+ */
 export async function startQuorumServer(options: { dataDir: string; config?: object; cpus?: string }): Promise<BenchServer> {
   const port = await freePort();
-  const args = [CLI_PATH, 'serve', '--data', options.dataDir, '--listen', `127.0.0.1:${port}`];
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
+  const args = [...profile, CLI_PATH, 'serve', '--data', options.dataDir, '--listen', `127.0.0.1:${port}`];
   const configDir = options.config ? mkdtempSync(join(tmpdir(), 'nq-bench-config-')) : undefined;
   if (configDir) {
     writeFileSync(join(configDir, 'config.json'), JSON.stringify(options.config));

@@ -80,32 +80,42 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     res.end(head ? undefined : body);
   }
 
-  async function narinfo(res: ServerResponse, policy: Policy, hashPart: HashPart, head: boolean): Promise<void> {
-    const started = process.hrtime.bigint();
+  /**
+   * Answers from the cache or the decision; only a quorum path whose NAR may be held upstream waits
+   * (for that lookup), so the common case runs without a promise.
+   */
+  function narinfo(res: ServerResponse, policy: Policy, hashPart: HashPart, head: boolean): void {
+    const started = performance.now();
     const key = `${policy.name}\0${hashPart}`;
-    let text: string | null | undefined = cache.get(key);
-    if (text === undefined) {
-      const path = lookup.find(policy.name, hashPart);
-      let cacheable = true;
-      if (path && !path.nar && deps.upstream) {
-        try {
-          if (await deps.upstream(hashPart, path)) {
-            lookup.refresh();
-            text = renderOrNull(lookup.find(policy.name, hashPart));
-          }
-        } catch (error) {
-          // Unknown whether upstream has it: answer "not here" now, ask again next time.
-          cacheable = false;
-          deps.metrics.blobErrors.inc({ op: 'upstream' });
-          deps.logger.warn('upstream caches unavailable', { hashPart, err: error });
-        }
+    const cached = cache.get(key);
+    if (cached !== undefined) return answer(res, policy, cached, started, head);
+    const path = lookup.find(policy.name, hashPart);
+    if (path && !path.nar && deps.upstream) return fail(res, fromUpstream(res, policy, hashPart, path, key, started, head));
+    const text = renderOrNull(path);
+    if (text !== null) remember(key, text);
+    answer(res, policy, text, started, head);
+  }
+
+  async function fromUpstream(res: ServerResponse, policy: Policy, hashPart: HashPart, path: QuorumPath, key: string, started: number, head: boolean): Promise<void> {
+    let text: string | null = null;
+    try {
+      if (await deps.upstream!(hashPart, path)) {
+        lookup.refresh();
+        text = renderOrNull(lookup.find(policy.name, hashPart));
       }
-      text ??= renderOrNull(path);
-      if (cacheable && text !== null) remember(key, text);
+      if (text !== null) remember(key, text);
+    } catch (error) {
+      // Unknown whether upstream has it: answer "not here" now, ask again next time (not cached).
+      deps.metrics.blobErrors.inc({ op: 'upstream' });
+      deps.logger.warn('upstream caches unavailable', { hashPart, err: error });
     }
+    answer(res, policy, text, started, head);
+  }
+
+  function answer(res: ServerResponse, policy: Policy, text: string | null, started: number, head: boolean): void {
     const result = text === null ? 'miss' : 'hit';
     deps.metrics.narinfoRequests.inc({ policy: policy.name, result });
-    deps.metrics.narinfoSeconds.observe({ result }, Number(process.hrtime.bigint() - started) / 1e9);
+    deps.metrics.narinfoSeconds.observe({ result }, (performance.now() - started) / 1000);
     if (text === null) send(res, 404, 'text/plain', 'not advertised: no quorum for this path, or its NAR is not available\n', head);
     else send(res, 200, NARINFO_CONTENT_TYPE, text, head);
   }
@@ -219,7 +229,11 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
       } else if (!policy) {
         send(res, 404, 'text/plain', 'no default policy\n', head);
       } else {
-        fail(res, narinfo(res, policy, m[1] as HashPart, head));
+        try {
+          narinfo(res, policy, m[1] as HashPart, head);
+        } catch (error) {
+          failed(res, error);
+        }
       }
       return true;
     }
@@ -232,11 +246,13 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
   }
 
   function fail(res: ServerResponse, work: Promise<void>): void {
-    work.catch((error: unknown) => {
-      deps.logger.error('substituter request failed', { err: error });
-      if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n', false);
-      else res.destroy();
-    });
+    work.catch((error: unknown) => failed(res, error));
+  }
+
+  function failed(res: ServerResponse, error: unknown): void {
+    deps.logger.error('substituter request failed', { err: error });
+    if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n', false);
+    else res.destroy();
   }
 
   return {

@@ -479,3 +479,31 @@ describeNix('a real Nix client and a corrupt blob store', () => {
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
   });
 });
+
+describe('a narinfo lookup whose database read fails', () => {
+  const alice = generateSecretKey('alice-1');
+  const bob = generateSecretKey('bob-1');
+
+  it('answers 500 without a stack trace, logs why, and the server keeps serving', async () => {
+    const { server } = await startWithBuilders(alice, bob);
+    try {
+      const nar = await treeNar(64);
+      expect((await put(server, nar.narHash, nar.bytes, uploadAuthHeader(alice, nar.narHash, nar.narSize))).status).toBe(201);
+      const outPath = randomStorePath('served');
+      await attest(server, [alice, bob], { outPath, narHash: nar.narHash, narSize: nar.narSize });
+      // The substituter's read connection re-prepares its lookup and finds no table.
+      server.service.db.exec('ALTER TABLE decisions RENAME TO decisions_away');
+      let res: Response | undefined;
+      const lines = await captureLogs(async () => {
+        res = await fetch(`${server.url}/${hashPartOf(outPath as StorePath)}.narinfo`);
+      });
+      expect(res!.status).toBe(500);
+      expect(await res!.text()).toBe('internal error\n');
+      expect(lines).toContainEqual(expect.objectContaining({ level: 'error', msg: 'substituter request failed' }));
+      server.service.db.exec('ALTER TABLE decisions_away RENAME TO decisions');
+      expect((await fetch(`${server.url}/${hashPartOf(outPath as StorePath)}.narinfo`)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+});
