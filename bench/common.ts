@@ -100,13 +100,24 @@ export async function startQuorumServer(options: { dataDir: string; config?: obj
 }
 
 /**
- * Debian's nginx as the static peer: one process (one worker), foreground, on 127.0.0.1, serving
- * `root`, with the settings of a tuned static cache (sendfile, access log off, keep-alive without a
- * request cap, as Node's server has none). `serverConfig` is pasted into the server block.
+ * Debian's nginx as the static peer (benchmarks and tests): one process (one worker), foreground,
+ * on 127.0.0.1, serving `root`, with the settings of a tuned static cache (sendfile, access log
+ * off, keep-alive without a request cap, as Node's server has none). `serverConfig` is pasted into
+ * the server block, e.g. `location / { return 500; }` for a failing peer.
  */
 export async function startNginx(options: { root: string; serverConfig?: string; cpus?: string }): Promise<BenchServer> {
-  const port = await freePort();
-  const prefix = mkdtempSync(join(tmpdir(), 'nq-bench-nginx-'));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startNginxOn(await freePort(), options);
+    } catch (error) {
+      // Another process may take the port between our probe and nginx's bind.
+      if (attempt >= 5 || !String(error).includes('Address already in use')) throw error;
+    }
+  }
+}
+
+async function startNginxOn(port: number, options: { root: string; serverConfig?: string; cpus?: string }): Promise<BenchServer> {
+  const prefix = mkdtempSync(join(tmpdir(), 'nq-nginx-'));
   const errorLog = join(prefix, 'error.log');
   const temp = (name: string) => `${name}_temp_path ${join(prefix, name)};`;
   writeFileSync(
@@ -134,13 +145,16 @@ http {
 }
 `,
   );
-  const child = spawnPinned(options.cpus, '/usr/sbin/nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'inherit'] });
+  // -e: the startup error log, before the config is read (else it is /var/log/nginx/error.log).
+  const child = spawnPinned(options.cpus, '/usr/sbin/nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const server = benchServer(child, port, () => rmSync(prefix, { recursive: true, force: true }));
   for (let i = 0; ; i++) {
     if (child.exitCode !== null || child.signalCode !== null || i === 200) {
       const log = readFileSync(errorLog, { encoding: 'utf8', flag: 'a+' });
       await server.stop();
-      throw new Error(`nginx did not start on port ${port}: ${log}`);
+      throw new Error(`nginx did not start on port ${port}: ${stderr}${log}`);
     }
     if (await listening(port)) return server;
     await new Promise((r) => setTimeout(r, 50));

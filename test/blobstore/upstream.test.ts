@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { UpstreamCaches } from '../../src/blobstore/upstream.js';
 import { narHashDigest, parseNarHash, type NarHash } from '../../src/nix/hash.js';
 import { chrootBuildFlags, describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
-import { startNginx, type RunningNginx } from '../helpers/nginx.js';
+import { startNginx, type BenchServer } from '../../bench/common.js';
 
 async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -29,14 +29,14 @@ interface Built {
 
 describeNix('upstream binary caches (nix copy --to file://, served by nginx)', () => {
   const dir = tempDir('upstream');
-  const servers: RunningNginx[] = [];
+  const servers: BenchServer[] = [];
   let small: Built;
   let large: Built;
   /** Caches written by nix copy: xz (Nix's default) and uncompressed. */
-  let xz: RunningNginx;
-  let none: RunningNginx;
-  let failing: RunningNginx;
-  let empty: RunningNginx;
+  let xz: BenchServer;
+  let none: BenchServer;
+  let failing: BenchServer;
+  let empty: BenchServer;
   let hanging: Server;
   let hangingUrl: string;
 

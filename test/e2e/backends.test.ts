@@ -7,7 +7,7 @@ import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { chrootBuild, closureOutputs, writeClosure } from '../helpers/closure.js';
 import { testConfig } from '../helpers/ledger.js';
-import { startNginx, type RunningNginx } from '../helpers/nginx.js';
+import { startNginx, type BenchServer } from '../../bench/common.js';
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { startS3rver, type RunningS3rver } from '../helpers/s3rver.js';
 import { runAsync, runCli } from '../helpers/server.js';
@@ -29,7 +29,7 @@ describeNix('a real Nix client substitutes a closure from every blob store backe
   const keys = [generateSecretKey('backend-b1-1'), generateSecretKey('backend-b2-1')];
   const keyFiles: string[] = [];
   const s3: RunningS3rver[] = [];
-  let nginx: RunningNginx;
+  let nginx: BenchServer;
   let clients = 0;
 
   beforeAll(async () => {

@@ -1,20 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
-import { join } from 'node:path';
-import { PROJECT_ROOT } from '../../src/paths.js';
+import { CLI_PATH as CLI, freePort } from '../../bench/common.js';
 
-export const CLI = join(PROJECT_ROOT, 'dist', 'src', 'cli', 'main.js');
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
+/** The built CLI and free ports are the benchmarks' too (bench/common.ts). */
+export { CLI, freePort };
 
 /** Runs `nix-quorum serve` as a child process (so it can be SIGKILLed) and waits until it answers. */
 export async function spawnServer(dataDir: string, port: number, extraArgs: string[] = []): Promise<{ url: string; child: ChildProcess }> {
