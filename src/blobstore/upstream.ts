@@ -1,24 +1,18 @@
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { QuorumError } from '../errors.js';
-import { parseNarHash, type NarHash } from '../nix/hash.js';
-import { NARINFO_CONTENT_TYPE, parseNarInfo } from '../nix/narinfo.js';
-import { hashPartOf, parseHashPart, type StorePath } from '../nix/storePath.js';
+import { parseNarHash } from '../nix/hash.js';
+import { NARINFO_CONTENT_TYPE, parseNarInfo, type NarInfo } from '../nix/narinfo.js';
+import { hashPartOf, parseHashPart } from '../nix/storePath.js';
 import { checkRange, unsatisfiable, type BlobRange, type BlobRead } from './blobStore.js';
 
 /** A NAR an upstream cache holds, with the content we expected. */
-export interface UpstreamNar {
+export type UpstreamNar = Pick<NarInfo, 'storePath' | 'compression' | 'fileHash' | 'fileSize' | 'narHash' | 'narSize'> & {
   /** The cache it came from (base URL, no trailing slash). */
   cache: string;
-  storePath: StorePath;
   /** Absolute http(s) URL of the (compressed) NAR file. */
   url: string;
-  compression: string;
-  fileHash?: string;
-  fileSize?: number;
-  narHash: NarHash;
-  narSize: number;
-}
+};
 
 export interface UpstreamCachesOptions {
   /** Per narinfo request, and until response headers arrive for a NAR. */
