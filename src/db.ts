@@ -31,6 +31,21 @@ export function openDb(file: string): Db {
 }
 
 /**
+ * Runs `fn` in a transaction whose COMMIT writes the WAL without waiting for the disk
+ * (synchronous=NORMAL). What it writes may be acknowledged only after a WalSync that started later
+ * resolves, or it must be data that is made again when missing (a crash may lose it, never half of it).
+ */
+export function commitUnsynced<T>(db: Db, fn: () => T): T {
+  // A pragma, not a prepared statement: SQLite applies this one when it compiles it.
+  db.pragma('synchronous = NORMAL');
+  try {
+    return db.transaction(fn)();
+  } finally {
+    db.pragma('synchronous = FULL');
+  }
+}
+
+/**
  * Another connection to a database openDb opened, for reads only (the substituter's lookups, see
  * QuorumLookup): the same page cache size, and no writes.
  */

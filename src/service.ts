@@ -7,7 +7,7 @@ import { formatNoteSignerKey, formatNoteVerifierKey, generateNoteKey, parseNoteS
 import { CheckpointPublisher } from './ledger/checkpoints.js';
 import { Ingestor } from './ledger/ingest.js';
 import { MerkleLog } from './ledger/log.js';
-import { VerifyPool } from './ledger/verifyPool.js';
+import { SignaturePool } from './ledger/signaturePool.js';
 import { BuilderRegistry } from './ledger/registry.js';
 import type { Logger } from './log.js';
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, type SecretKey } from './nix/keys.js';
@@ -61,9 +61,9 @@ export function openService(config: Config, logger: Logger): Service {
   ensureDefaultPolicy(db, config.quorum.defaultThreshold);
   const registry = new BuilderRegistry(db);
   const log = new MerkleLog(db);
-  const verifier = new VerifyPool();
-  const ingestor = new Ingestor(db, registry, log, verifier, walSync);
-  const decisions = new DecisionMaterializer(db, registry, cacheKey);
+  const signatures = new SignaturePool();
+  const ingestor = new Ingestor(db, registry, log, signatures, walSync);
+  const decisions = new DecisionMaterializer(db, registry, cacheKey, signatures, logger);
   ingestor.onCommit((paths) => decisions.recompute(paths));
   const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);
   ingestor.onCommitted(() => checkpoints.committed());
@@ -85,7 +85,7 @@ export function openService(config: Config, logger: Logger): Service {
     adminToken,
     close() {
       checkpoints.stop();
-      void verifier.close();
+      void signatures.close();
       walCheckpointer.close();
       walSync.close();
       db.close();

@@ -1,10 +1,10 @@
 import type { Statement } from 'better-sqlite3';
-import type { Db } from '../db.js';
+import { commitUnsynced, type Db } from '../db.js';
 import { contentKey, statementText, type Attestation } from './statement.js';
 import { encodeLeaf } from './leaf.js';
 import type { MerkleLog } from './log.js';
 import type { Builder, BuilderRegistry } from './registry.js';
-import type { VerifyPool } from './verifyPool.js';
+import type { SignaturePool } from './signaturePool.js';
 import type { WalSync } from '../wal/sync.js';
 
 export type IngestResult =
@@ -62,7 +62,7 @@ export class Ingestor {
     private readonly db: Db,
     private readonly registry: BuilderRegistry,
     private readonly log: MerkleLog,
-    private readonly verifier: VerifyPool,
+    private readonly verifier: SignaturePool,
     private readonly walSync: WalSync,
   ) {
     this.byOutputAndBuilder = db.prepare(
@@ -158,14 +158,8 @@ export class Ingestor {
     if (batch.length === 0) return;
     let results: IngestResult[][];
     try {
-      // NORMAL: COMMIT writes the WAL without waiting for the disk; nothing is acknowledged before walSync.
-      // A pragma, not a prepared statement: SQLite applies this one when it compiles it.
-      this.db.pragma('synchronous = NORMAL');
-      try {
-        results = this.db.transaction(() => this.commit(batch))();
-      } finally {
-        this.db.pragma('synchronous = FULL');
-      }
+      // Nothing is acknowledged before walSync below.
+      results = commitUnsynced(this.db, () => this.commit(batch));
     } catch (error) {
       for (const p of batch) p.reject(error);
       this.schedule();

@@ -1,9 +1,10 @@
 import type { Statement } from 'better-sqlite3';
-import type { Db } from '../db.js';
+import { commitUnsynced, type Db } from '../db.js';
 import type { BuilderRegistry } from '../ledger/registry.js';
+import type { Logger } from '../log.js';
 import { fingerprint } from '../nix/fingerprint.js';
 import type { NarHash } from '../nix/hash.js';
-import { formatPublicKey, signNix, type SecretKey } from '../nix/keys.js';
+import { formatPublicKey, type SecretKey } from '../nix/keys.js';
 import type { StorePath } from '../nix/storePath.js';
 import { evaluate, keyOf, type Decision, type Policy, type Vote } from './evaluate.js';
 import { listPolicies, writePolicy } from './policies.js';
@@ -20,12 +21,18 @@ interface StoredDecision extends Content {
   cacheSig: string | null;
 }
 
+/** Makes the cache key's signatures off the ingest thread (SignaturePool). */
+export interface Signer {
+  sign(key: SecretKey, messages: string[]): Promise<Buffer[]>;
+}
+
 const CACHE_SIG_KEY = 'cache_sig_key';
 
 /**
  * Keeps the decisions table equal to evaluate() over the attestations: a row per (policy, path) whose
- * status is 'quorum' or 'blocked', none for 'pending'. Every method runs inside the caller's
- * transaction, so a decision never disagrees with the ledger that produced it.
+ * status is 'quorum' or 'blocked', none for 'pending'. Decisions are written inside the caller's
+ * transaction, so a decision never disagrees with the ledger that produced it; only the cache key's
+ * Sig of a new content follows in a later one (signLater).
  */
 export class DecisionMaterializer {
   private policies: Policy[];
@@ -33,6 +40,10 @@ export class DecisionMaterializer {
   private readonly upsert: Statement<unknown[]>;
   private readonly remove: Statement<[string, string]>;
   private readonly stored: Statement<[string, string], StoredDecision>;
+  private readonly storeSig: Statement<[string, string, string, string, number, string]>;
+  /** `${outPath}\n${keyOf(content)}` of the cache Sigs being made. */
+  private readonly signing = new Set<string>();
+  private readonly signingDone = new Set<Promise<void>>();
   private readonly sigPrefix: string;
   private readonly listeners: Array<(outPaths: Set<string> | 'all') => void> = [];
   private readonly decided: Array<(policy: string, status: Decision['status']) => void> = [];
@@ -41,6 +52,8 @@ export class DecisionMaterializer {
     private readonly db: Db,
     private readonly registry: BuilderRegistry,
     private readonly cacheKey: SecretKey,
+    private readonly signer: Signer,
+    private readonly logger: Logger,
   ) {
     this.policies = listPolicies(db);
     this.sigPrefix = `${cacheKey.name}:`;
@@ -57,6 +70,9 @@ export class DecisionMaterializer {
     );
     this.remove = db.prepare('DELETE FROM decisions WHERE policy = ? AND out_path = ?');
     this.stored = db.prepare('SELECT status, nar_hash AS narHash, nar_size AS narSize, refs, cache_sig AS cacheSig FROM decisions WHERE policy = ? AND out_path = ?');
+    this.storeSig = db.prepare(
+      "UPDATE decisions SET cache_sig = ? WHERE policy = ? AND out_path = ? AND status = 'quorum' AND nar_hash = ? AND nar_size = ? AND refs = ? AND cache_sig IS NULL",
+    );
     this.forgetSignaturesOfReplacedKey();
     registry.onRevoke((builder) => {
       const paths = db.prepare('SELECT DISTINCT out_path AS p FROM attestations WHERE builder_id = ?').pluck().all(builder.id) as string[];
@@ -93,9 +109,10 @@ export class DecisionMaterializer {
   recompute(outPaths: Set<string>, policies: Policy[] = this.policies): void {
     const now = Date.now();
     const active = new Set(this.registry.active().map((b) => b.name));
+    const unsigned = new Map<string, { outPath: string; content: Content }>();
     for (const outPath of outPaths) {
       const votes = this.votes.all(outPath);
-      const signed = new Map<string, string | null>();
+      const signed = new Map<string, string>();
       for (const policy of policies) {
         const d = evaluate(policy, votes, active);
         for (const l of this.decided) l(policy.name, d.status);
@@ -116,7 +133,7 @@ export class DecisionMaterializer {
           d.content?.refs ?? null,
           agreeingVotes[0]?.drvPath ?? null,
           sigs.length ? sigs.join('\n') : null,
-          d.content ? this.cacheSignature(policy.name, outPath, d.content, signed) : null,
+          d.content ? this.cacheSignature(policy.name, outPath, d.content, signed, unsigned) : null,
           d.agreeing.length,
           d.reason,
           now,
@@ -124,27 +141,68 @@ export class DecisionMaterializer {
       }
     }
     for (const l of this.listeners) l(outPaths);
+    if (unsigned.size > 0) this.signLater(unsigned);
   }
 
   /**
-   * The cache key's Sig over the fingerprint of the agreed content, stored with the decision so the
-   * substituter does not sign (about 60 µs) per request. A decision whose content is unchanged keeps
+   * The cache key's Sig over the fingerprint of the agreed content is stored with the decision so the
+   * substituter does not sign (about 50 µs) per request. A decision whose content is unchanged keeps
    * its Sig: a path is signed when it reaches quorum, not again for every agreeing attestation after.
-   * `signed` holds this path's Sigs by content across policies. A size of 0 cannot be signed (Nix
-   * refuses it, and so does fingerprint()); such a decision stores none and is never served whole.
+   * `signed` holds this path's stored Sigs by content across policies. A new content is stored without
+   * a Sig and queued in `unsigned` to be signed after the commit (signLater). A size of 0 cannot be
+   * signed (Nix refuses it, and so does fingerprint()); such a decision stores none and is never
+   * served whole.
    */
-  private cacheSignature(policy: string, outPath: string, content: Content, signed: Map<string, string | null>): string | null {
+  private cacheSignature(policy: string, outPath: string, content: Content, signed: Map<string, string>, unsigned: Map<string, { outPath: string; content: Content }>): string | null {
     const key = keyOf(content);
-    let sig = signed.get(key);
-    if (sig !== undefined) return sig;
+    const known = signed.get(key);
+    if (known !== undefined) return known;
     const old = this.stored.get(policy, outPath);
-    if (old?.status === 'quorum' && keyOf(old) === key && old.cacheSig?.startsWith(this.sigPrefix)) sig = old.cacheSig;
-    else if (content.narSize > 0) {
-      const references = content.refs === '' ? [] : (content.refs.split(',') as StorePath[]);
-      sig = signNix(this.cacheKey, fingerprint(outPath as StorePath, content.narHash as NarHash, content.narSize, references));
-    } else sig = null;
-    signed.set(key, sig);
-    return sig;
+    if (old?.status === 'quorum' && keyOf(old) === key && old.cacheSig?.startsWith(this.sigPrefix)) {
+      signed.set(key, old.cacheSig);
+      return old.cacheSig;
+    }
+    const job = `${outPath}\n${key}`;
+    if (content.narSize > 0 && !this.signing.has(job)) unsigned.set(job, { outPath, content });
+    return null;
+  }
+
+  /**
+   * Signs in the signature pool, off the ingest thread, and stores each Sig in a later transaction,
+   * only into rows that still hold the content it signs and no Sig: a decision that moved on
+   * meanwhile never gets a stale Sig (its new content was queued by its own recompute). Until then
+   * the substituter signs such a row when it serves it, and Ed25519 signatures are deterministic, so
+   * the narinfo it rendered does not change when the Sig is stored. The rows are derived data: a
+   * Sig lost in a crash is made again on read, so this commit does not wait for the disk.
+   */
+  private signLater(unsigned: Map<string, { outPath: string; content: Content }>): void {
+    const jobs = [...unsigned];
+    for (const [job] of jobs) this.signing.add(job);
+    const messages = jobs.map(([, { outPath, content }]) =>
+      fingerprint(outPath as StorePath, content.narHash as NarHash, content.narSize, content.refs === '' ? [] : (content.refs.split(',') as StorePath[])),
+    );
+    const done = this.signer
+      .sign(this.cacheKey, messages)
+      .then((sigs) => {
+        if (!this.db.open) return;
+        commitUnsynced(this.db, () =>
+          jobs.forEach(([, { outPath, content }], i) => {
+            const sig = `${this.sigPrefix}${sigs[i]!.toString('base64')}`;
+            for (const policy of this.policies) this.storeSig.run(sig, policy.name, outPath, content.narHash, content.narSize, content.refs);
+          }),
+        );
+      })
+      .catch((err: unknown) => this.logger.error('storing cache signatures failed; the substituter signs those paths when it serves them', { err }))
+      .finally(() => {
+        for (const [job] of jobs) this.signing.delete(job);
+        this.signingDone.delete(done);
+      });
+    this.signingDone.add(done);
+  }
+
+  /** Resolves once every cache Sig queued so far is stored (or not needed any more). */
+  async signaturesStored(): Promise<void> {
+    while (this.signingDone.size > 0) await Promise.all(this.signingDone);
   }
 
   /**

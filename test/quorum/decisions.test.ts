@@ -81,23 +81,24 @@ describe('materialised decisions', () => {
           await service.ingestor.submit(
             votes.map((v) => parseAttestation(signedAttestation(keys.get(v.builder)!, { outPath: paths[v.path]!, narHash: contents[v.content]! }))),
           );
-          const check = (p: typeof policy) => {
+          const check = async (p: typeof policy) => {
+            await service.decisions.signaturesStored();
             const active = new Set(service.registry.active().map((b) => b.name));
             for (const [i, outPath] of paths.entries()) {
               const expected = reference(p, votes.filter((v) => v.path === i).map((v) => ({ builder: v.builder, content: contents[v.content]! })), active);
               const row = decisionOf(service, 'p', outPath);
               const got = row ?? { status: 'pending', nar_hash: null };
               expect({ advertised: got.status === 'quorum' ? got.nar_hash : null, blocked: got.status === 'blocked' }).toEqual(expected);
-              // The substituter serves the Sig stored with an advertised decision; no other row holds one.
+              // Once stored, an advertised decision's Sig is the cache key's over its content; no other row holds one.
               if (row?.status === 'quorum') expect(signedBy(service.cacheKey.publicKey, outPath, row)).toBe(true);
               else expect(row?.cache_sig ?? null).toBeNull();
             }
           };
-          check(policy);
+          await check(policy);
           if (revoke) service.registry.revoke(revoke);
-          check(policy);
+          await check(policy);
           service.decisions.setPolicy({ name: 'p', threshold: later.threshold, onConflict: later.onConflict, builders: later.builders && new Set(later.builders) });
-          check(later);
+          await check(later);
         } finally {
           service.close();
           rmSync(dir, { recursive: true, force: true });
@@ -105,6 +106,36 @@ describe('materialised decisions', () => {
       }),
       { numRuns: 150 },
     );
+  });
+
+  it('stores a cache Sig only into a decision that still holds the content it signs', async () => {
+    const dir = tempDir('decisions-race');
+    const service = openService(testConfig(dir), createLogger('error'));
+    try {
+      const keys = BUILDERS.map((b) => generateSecretKey(b));
+      for (const k of keys) service.registry.add(k.publicKey);
+      // Enough paths that the pool signs them in a worker, still at work while the decisions move on.
+      const paths = Array.from({ length: 12 }, (_, i) => randomStorePath(`race${i}`));
+      const [a, b, z] = [randomNarHash(), randomNarHash(), randomNarHash()];
+      // b0 and b1 attest content A, b2 and b3 content B, b4 content Z of size 0, which no Sig can be made for.
+      const contentOf = (i: number) => (i < 2 ? { narHash: a } : i < 4 ? { narHash: b } : { narHash: z, narSize: 0 });
+      await service.ingestor.submit(paths.flatMap((outPath) => keys.map((k, i) => parseAttestation(signedAttestation(k, { outPath, ...contentOf(i) })))));
+      const policy = (builders: string[], threshold: number) => ({ name: 'p', threshold, onConflict: 'ignore' as const, builders: new Set(builders) });
+      service.decisions.setPolicy(policy(['b0', 'b1', 'b2'], 2));
+      await service.decisions.signaturesStored();
+      // A -> B -> Z in one go: B's Sigs are made while the decisions already hold Z, and must not land there.
+      service.decisions.setPolicy(policy(['b0', 'b2', 'b3'], 2));
+      service.decisions.setPolicy(policy(['b4'], 1));
+      await service.decisions.signaturesStored();
+      for (const outPath of paths) expect(decisionOf(service, 'p', outPath)).toMatchObject({ status: 'quorum', nar_hash: z, cache_sig: null });
+      // Back to A: signed again, since its Sig was dropped when the decision moved away.
+      service.decisions.setPolicy(policy(['b0', 'b1', 'b2'], 2));
+      await service.decisions.signaturesStored();
+      for (const outPath of paths) expect(signedBy(service.cacheKey.publicKey, outPath, decisionOf(service, 'p', outPath)!)).toBe(true);
+    } finally {
+      service.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('forgets stored cache Sigs when the cache key is replaced by another of the same name, and signs again with it', async () => {
@@ -118,6 +149,7 @@ describe('materialised decisions', () => {
       for (const k of keys) service.registry.add(k.publicKey);
       await attest(service, keys[0]!);
       await attest(service, keys[1]!);
+      await service.decisions.signaturesStored();
       expect(signedBy(service.cacheKey.publicKey, outPath, decisionOf(service, 'default', outPath)!)).toBe(true);
       const name = service.cacheKey.name;
       service.close();
@@ -126,6 +158,7 @@ describe('materialised decisions', () => {
       service = openService(testConfig(dir), createLogger('error'));
       expect(decisionOf(service, 'default', outPath)!.cache_sig).toBeNull();
       await attest(service, keys[2]!);
+      await service.decisions.signaturesStored();
       expect(signedBy(service.cacheKey.publicKey, outPath, decisionOf(service, 'default', outPath)!)).toBe(true);
     } finally {
       service.close();
