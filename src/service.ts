@@ -64,7 +64,7 @@ export function openService(config: Config, logger: Logger): Service {
   const signatures = new SignaturePool();
   const ingestor = new Ingestor(db, registry, log, signatures, walSync);
   const decisions = new DecisionMaterializer(db, registry, cacheKey, signatures, logger);
-  ingestor.onCommit((paths) => decisions.recompute(paths));
+  ingestor.onCommit(({ outPaths, votesOf }) => decisions.recompute(outPaths, votesOf));
   const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);
   ingestor.onCommitted(() => checkpoints.committed());
   checkpoints.publish();

@@ -5,6 +5,7 @@ import { encodeLeaf } from './leaf.js';
 import type { MerkleLog } from './log.js';
 import type { Builder, BuilderRegistry } from './registry.js';
 import type { SignaturePool } from './signaturePool.js';
+import { pathVotes, type PathVote, type VotesOf } from './votes.js';
 import type { WalSync } from '../wal/sync.js';
 
 export type IngestResult =
@@ -13,22 +14,25 @@ export type IngestResult =
   | { status: 'conflict'; leafIndex: number; conflictsWith: number[] }
   | { status: 'rejected'; code: 'unknown-builder' | 'revoked-builder' | 'bad-signature'; reason: string };
 
-/** Called inside the commit transaction with the output paths whose attestations changed. */
-export type CommitHook = (outPaths: Set<string>) => void;
+/** What one commit appended, for the hooks that run inside its transaction. */
+export interface AppendedBatch {
+  /** The log size before the commit: the new leaves are numbered from here on. */
+  from: number;
+  /** The new attestations, in log order. */
+  appended: ReadonlyArray<{ outPath: string; vote: PathVote }>;
+  /** Output paths with new attestations. */
+  outPaths: Set<string>;
+  /** Every attestation, old and new, of one of `outPaths`: read once per commit and shared. */
+  votesOf: VotesOf;
+}
+
+/** Called inside the commit transaction (e.g. to update quorum decisions atomically with the leaves). */
+export type CommitHook = (batch: AppendedBatch) => void;
 
 interface Pending {
   items: Array<{ attestation: Attestation; builderId: number }>;
   resolve: (results: IngestResult[]) => void;
   reject: (error: unknown) => void;
-}
-
-interface ExistingRow {
-  leaf_index: number;
-  nar_hash: string;
-  nar_size: number;
-  refs: string;
-  drv_path: string;
-  output_name: string;
 }
 
 /** Upper bound of attestations in one transaction, so one commit never stalls the loop for long. */
@@ -50,7 +54,7 @@ export class Ingestor {
   private verifying = 0;
   private queuedItems = 0;
   private oldestQueuedAt = 0;
-  private readonly byOutputAndBuilder: Statement<[string, number], ExistingRow>;
+  private readonly votesOf: VotesOf;
   private readonly insert: Statement<unknown[]>;
   private readonly insertConflict: Statement<unknown[]>;
   private readonly hooks: CommitHook[] = [];
@@ -65,9 +69,7 @@ export class Ingestor {
     private readonly verifier: SignaturePool,
     private readonly walSync: WalSync,
   ) {
-    this.byOutputAndBuilder = db.prepare(
-      'SELECT leaf_index, nar_hash, nar_size, refs, drv_path, output_name FROM attestations WHERE out_path = ? AND builder_id = ? ORDER BY leaf_index',
-    );
+    this.votesOf = pathVotes(db);
     this.insert = db.prepare(
       `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -75,7 +77,6 @@ export class Ingestor {
     this.insertConflict = db.prepare('INSERT OR IGNORE INTO conflicts (builder_id, out_path, first_leaf, second_leaf, detected_at) VALUES (?, ?, ?, ?, ?)');
   }
 
-  /** Runs inside each commit transaction (e.g. to update quorum decisions atomically with the leaves). */
   onCommit(hook: CommitHook): void {
     this.hooks.push(hook);
   }
@@ -182,30 +183,35 @@ export class Ingestor {
     const now = Date.now();
     const start = this.log.size();
     const leaves: Buffer[] = [];
-    const touched = new Set<string>();
-    // Rows added earlier in this same batch are visible to later items through the open transaction.
+    const appended: Array<{ outPath: string; vote: PathVote }> = [];
+    // Each path's attestations are read once per commit; this batch's own join them as they are added.
+    const votes = new Map<string, PathVote[]>();
     const results = batch.map((p) =>
       p.items.map(({ attestation: a, builderId }): IngestResult => {
-        const existing = this.byOutputAndBuilder.all(a.outPath, builderId);
+        let pathVotes = votes.get(a.outPath);
+        if (!pathVotes) votes.set(a.outPath, (pathVotes = [...this.votesOf(a.outPath)]));
+        const existing = pathVotes.filter((v) => v.builderId === builderId);
         const refs = a.references.join(',');
-        const same = existing.find(
-          (e) => e.nar_hash === a.narHash && e.nar_size === a.narSize && e.refs === refs && e.drv_path === a.drvPath && e.output_name === a.outputName,
-        );
-        if (same) return { status: 'duplicate', leafIndex: same.leaf_index };
+        const same = existing.find((e) => e.narHash === a.narHash && e.narSize === a.narSize && e.refs === refs && e.drvPath === a.drvPath && e.outputName === a.outputName);
+        if (same) return { status: 'duplicate', leafIndex: same.leafIndex };
         const leafIndex = start + leaves.length;
         this.insert.run(leafIndex, builderId, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, refs, a.signature, a.narinfoSignature, now);
         leaves.push(encodeLeaf(a));
-        touched.add(a.outPath);
+        const vote: PathVote = { leafIndex, builderId, builder: a.builder, drvPath: a.drvPath, outputName: a.outputName, narHash: a.narHash, narSize: a.narSize, refs, narinfoSignature: a.narinfoSignature };
+        pathVotes.push(vote);
+        appended.push({ outPath: a.outPath, vote });
         const key = contentKey(a);
-        const differing = existing.filter((e) => `${e.nar_hash};${e.nar_size};${e.refs}` !== key);
-        for (const e of differing) this.insertConflict.run(builderId, a.outPath, e.leaf_index, leafIndex, now);
-        if (differing.length > 0) return { status: 'conflict', leafIndex, conflictsWith: differing.map((e) => e.leaf_index) };
+        const differing = existing.filter((e) => `${e.narHash};${e.narSize};${e.refs}` !== key);
+        for (const e of differing) this.insertConflict.run(builderId, a.outPath, e.leafIndex, leafIndex, now);
+        if (differing.length > 0) return { status: 'conflict', leafIndex, conflictsWith: differing.map((e) => e.leafIndex) };
         return { status: 'accepted', leafIndex };
       }),
     );
     this.log.append(start, leaves);
     this.stats.attestations += leaves.length;
-    for (const hook of this.hooks) hook(touched);
+    const outPaths = new Set(appended.map((x) => x.outPath));
+    const votesOf: VotesOf = (outPath) => votes.get(outPath) ?? this.votesOf(outPath);
+    for (const hook of this.hooks) hook({ from: start, appended, outPaths, votesOf });
     return results;
   }
 }

@@ -1,18 +1,14 @@
 import type { Statement } from 'better-sqlite3';
 import { commitUnsynced, type Db } from '../db.js';
 import type { BuilderRegistry } from '../ledger/registry.js';
+import { pathVotes, type VotesOf } from '../ledger/votes.js';
 import type { Logger } from '../log.js';
 import { fingerprint } from '../nix/fingerprint.js';
 import type { NarHash } from '../nix/hash.js';
 import { formatPublicKey, type SecretKey } from '../nix/keys.js';
 import type { StorePath } from '../nix/storePath.js';
-import { evaluate, keyOf, type Decision, type Policy, type Vote } from './evaluate.js';
+import { evaluate, keyOf, type Decision, type Policy } from './evaluate.js';
 import { listPolicies, writePolicy } from './policies.js';
-
-interface VoteRow extends Vote {
-  drvPath: string;
-  narinfoSignature: string | null;
-}
 
 type Content = NonNullable<Decision['content']>;
 
@@ -36,7 +32,7 @@ const CACHE_SIG_KEY = 'cache_sig_key';
  */
 export class DecisionMaterializer {
   private policies: Policy[];
-  private readonly votes: Statement<[string], VoteRow>;
+  private readonly votesOf: VotesOf;
   private readonly upsert: Statement<unknown[]>;
   private readonly remove: Statement<[string, string]>;
   private readonly stored: Statement<[string, string], StoredDecision>;
@@ -57,10 +53,7 @@ export class DecisionMaterializer {
   ) {
     this.policies = listPolicies(db);
     this.sigPrefix = `${cacheKey.name}:`;
-    this.votes = db.prepare(
-      `SELECT b.name AS builder, a.nar_hash AS narHash, a.nar_size AS narSize, a.refs AS refs, a.drv_path AS drvPath, a.narinfo_signature AS narinfoSignature
-       FROM attestations a JOIN builders b ON b.id = a.builder_id WHERE a.out_path = ? ORDER BY a.leaf_index`,
-    );
+    this.votesOf = pathVotes(db);
     this.upsert = db.prepare(
       `INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, deriver, sigs, cache_sig, agreeing, reason, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -101,17 +94,18 @@ export class DecisionMaterializer {
 
   /** Evaluates one path under every policy without writing: what status and the web pages show. */
   evaluatePath(outPath: string): Array<{ policy: Policy; decision: Decision }> {
-    const votes = this.votes.all(outPath);
+    const votes = this.votesOf(outPath);
     const active = new Set(this.registry.active().map((b) => b.name));
     return this.policies.map((policy) => ({ policy, decision: evaluate(policy, votes, active) }));
   }
 
-  recompute(outPaths: Set<string>, policies: Policy[] = this.policies): void {
+  /** Re-decides `outPaths` under `policies`; `votesOf` may hand over votes the caller already read. */
+  recompute(outPaths: Set<string>, votesOf: VotesOf = this.votesOf, policies: Policy[] = this.policies): void {
     const now = Date.now();
     const active = new Set(this.registry.active().map((b) => b.name));
     const unsigned = new Map<string, { outPath: string; content: Content }>();
     for (const outPath of outPaths) {
-      const votes = this.votes.all(outPath);
+      const votes = votesOf(outPath);
       const signed = new Map<string, string>();
       for (const policy of policies) {
         const d = evaluate(policy, votes, active);
@@ -234,7 +228,7 @@ export class DecisionMaterializer {
       writePolicy(this.db, policy);
       this.policies = listPolicies(this.db);
       const paths = this.db.prepare('SELECT DISTINCT out_path FROM attestations').pluck().all() as string[];
-      this.recompute(new Set(paths), [policy]);
+      this.recompute(new Set(paths), this.votesOf, [policy]);
     })();
     for (const l of this.listeners) l('all');
   }
