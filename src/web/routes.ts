@@ -53,6 +53,7 @@ export function webRoutes(service: Service): Router {
   const index = new WebIndex(service.db, service.logger);
   const ctx: WebContext = { service, index };
   index.catchUpLater();
+  service.ingestor.onCommit((batch) => index.indexCommit(batch));
   service.ingestor.onCommitted(() => index.committed());
 
   async function indexed(): Promise<void> {

@@ -1,6 +1,8 @@
 import type { Statement } from 'better-sqlite3';
 import type { Db } from '../db.js';
 import { QuorumError } from '../errors.js';
+import type { AppendedBatch } from '../ledger/ingest.js';
+import { pathVotes, type PathVote, type VotesOf } from '../ledger/votes.js';
 import type { Logger } from '../log.js';
 import { STORE_DIR } from '../nix/storePath.js';
 
@@ -8,8 +10,9 @@ import { STORE_DIR } from '../nix/storePath.js';
  * The web pages' projection of the log (the "Web search" tables of schema.sql): one row per output
  * path with its reproducibility class, a trigram index over path names, class counts and per-builder
  * agreement counters. It is built from the attestations in log order and remembers how many leaves
- * it covers, so it never needs hooks in the ingest path and any process sharing the database can
- * bring it up to date (a database from before these tables existed is indexed on first start).
+ * it covers, so any process sharing the database can bring it up to date (a database from before
+ * these tables existed is indexed on first start). While it is up to date, each ingest commit
+ * extends it in its own transaction, with the votes ingest read (indexCommit).
  */
 
 export type PathClass = 'single' | 'reproduced' | 'unreproduced';
@@ -63,23 +66,22 @@ interface PathSummary {
   perBuilder: Map<number, [boolean, boolean, boolean]>;
 }
 
-interface Vote {
-  leaf_index: number;
-  builder_id: number;
-  nar_hash: string;
-  nar_size: number;
-  refs: string;
+/** A leaf as the index counts it. */
+interface Leaf {
+  leafIndex: number;
+  builderId: number;
+  outPath: string;
 }
 
-/** Reproducibility of one path from its votes (pure; exported for tests). */
-export function summarizeVotes(votes: ReadonlyArray<Pick<Vote, 'builder_id' | 'nar_hash' | 'nar_size' | 'refs'>>): PathSummary | null {
+/** Reproducibility of one path from its votes (pure). */
+function summarizeVotes(votes: ReadonlyArray<Pick<PathVote, 'builderId' | 'narHash' | 'narSize' | 'refs'>>): PathSummary | null {
   if (votes.length === 0) return null;
   const contentsOf = new Map<number, Set<string>>();
   const keysOf = new Map<string, Set<number>>();
   for (const v of votes) {
-    const content = `${v.nar_hash};${v.nar_size};${v.refs}`;
-    (contentsOf.get(v.builder_id) ?? contentsOf.set(v.builder_id, new Set()).get(v.builder_id)!).add(content);
-    (keysOf.get(content) ?? keysOf.set(content, new Set()).get(content)!).add(v.builder_id);
+    const content = `${v.narHash};${v.narSize};${v.refs}`;
+    (contentsOf.get(v.builderId) ?? contentsOf.set(v.builderId, new Set()).get(v.builderId)!).add(content);
+    (keysOf.get(content) ?? keysOf.set(content, new Set()).get(content)!).add(v.builderId);
   }
   const perBuilder = new Map<number, [boolean, boolean, boolean]>();
   for (const [builder, contents] of contentsOf) {
@@ -96,15 +98,15 @@ export class WebIndex {
   private running: Promise<void> | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   private pendingSince: number | undefined;
+  private readonly votesOf: VotesOf;
   private readonly stmts: {
     cursor: Statement<[], { value: string }>;
     setCursor: Statement<[string]>;
     logEnd: Statement<[], { n: number | null }>;
-    leaves: Statement<[number, number], { leaf_index: number; builder_id: number; out_path: string }>;
-    votes: Statement<[string, number], Vote>;
+    leaves: Statement<[number, number], Leaf>;
     pathByOut: Statement<[string], PathRow>;
     insertPath: Statement<[string, number, number, string, number]>;
-    updatePath: Statement<[number, number, string, number, number]>;
+    updatePath: Statement<[number, number, string, number, string]>;
     insertName: Statement<[number | bigint, string]>;
     bumpClass: Statement<[string, number]>;
     bumpBuilder: Statement<[number, number, number, number, number, number, number]>;
@@ -114,16 +116,17 @@ export class WebIndex {
     private readonly db: Db,
     private readonly logger: Logger,
   ) {
+    this.votesOf = pathVotes(db);
     this.stmts = {
       cursor: db.prepare(`SELECT value FROM meta WHERE key = '${CURSOR}'`),
       setCursor: db.prepare(`INSERT INTO meta (key, value) VALUES ('${CURSOR}', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`),
       logEnd: db.prepare('SELECT MAX(leaf_index) + 1 AS n FROM attestations'),
-      leaves: db.prepare('SELECT leaf_index, builder_id, out_path FROM attestations WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index'),
-      // An index range on out_path (attestations_path).
-      votes: db.prepare('SELECT leaf_index, builder_id, nar_hash, nar_size, refs FROM attestations WHERE out_path = ? AND leaf_index < ?'),
+      leaves: db.prepare(
+        'SELECT leaf_index AS leafIndex, builder_id AS builderId, out_path AS outPath FROM attestations WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index',
+      ),
       pathByOut: db.prepare('SELECT * FROM web_paths WHERE out_path = ?'),
       insertPath: db.prepare('INSERT INTO web_paths (out_path, builders, contents, class, last_leaf) VALUES (?, ?, ?, ?, ?)'),
-      updatePath: db.prepare('UPDATE web_paths SET builders = ?, contents = ?, class = ?, last_leaf = ? WHERE id = ?'),
+      updatePath: db.prepare('UPDATE web_paths SET builders = ?, contents = ?, class = ?, last_leaf = ? WHERE out_path = ?'),
       insertName: db.prepare('INSERT INTO web_names (rowid, name) VALUES (?, ?)'),
       bumpClass: db.prepare('INSERT INTO web_class_counts (class, paths) VALUES (?, ?) ON CONFLICT (class) DO UPDATE SET paths = paths + excluded.paths'),
       bumpBuilder: db.prepare(
@@ -189,6 +192,27 @@ export class WebIndex {
   }
 
   /**
+   * Called inside each ingest commit's transaction: indexes its leaves there when the index covered
+   * the log up to them, with the votes ingest already read; otherwise catch-up will. A failure rolls
+   * back only the index's writes (a savepoint) and is logged: the web pages never fail an ingest.
+   */
+  indexCommit(batch: AppendedBatch): void {
+    if (batch.appended.length === 0 || this.indexed() !== batch.from) return;
+    try {
+      this.db.transaction(() => {
+        this.indexLeaves(
+          batch.from,
+          batch.appended.map(({ outPath, vote }) => ({ leafIndex: vote.leafIndex, builderId: vote.builderId, outPath })),
+          batch.votesOf,
+        );
+        this.stmts.setCursor.run(String(batch.from + batch.appended.length));
+      })();
+    } catch (err) {
+      this.logger.error('web index update failed; it catches up later', { err });
+    }
+  }
+
+  /**
    * Called after each commit: catches up once ingest has been quiet for QUIET_MS, so a burst of
    * submissions is not slowed by indexing, but no later than MAX_LAG_MS after the first commit it
    * has not indexed yet. Pages catch up on demand anyway.
@@ -225,22 +249,29 @@ export class WebIndex {
   private indexRange(from: number, to: number): void {
     const leaves = this.stmts.leaves.all(from, to);
     if (leaves.length !== to - from) throw new QuorumError('web-index', `leaves ${from} to ${to - 1} are not all in the attestations table: the log has holes`);
+    this.indexLeaves(from, leaves, (outPath) => this.votesOf(outPath).filter((v) => v.leafIndex < to));
+  }
+
+  /**
+   * Indexes `leaves`, the leaves from `from` on in log order; `votesOf` gives every attestation of
+   * their paths up to the last of them. A path with no vote before `from` has no row yet.
+   */
+  private indexLeaves(from: number, leaves: readonly Leaf[], votesOf: VotesOf): void {
     const builders = new Map<number, [number, number, number, number, number, number]>();
     const builder = (id: number) => builders.get(id) ?? builders.set(id, [0, 0, 0, 0, 0, -1]).get(id)!;
     const lastLeafOf = new Map<string, number>();
     for (const leaf of leaves) {
-      const b = builder(leaf.builder_id);
+      const b = builder(leaf.builderId);
       b[0] += 1;
-      b[5] = leaf.leaf_index;
-      lastLeafOf.set(leaf.out_path, leaf.leaf_index);
+      b[5] = leaf.leafIndex;
+      lastLeafOf.set(leaf.outPath, leaf.leafIndex);
     }
     const classDelta = new Map<string, number>();
     for (const [outPath, lastLeaf] of lastLeafOf) {
-      const votes = this.stmts.votes.all(outPath, to);
-      const before = summarizeVotes(votes.filter((v) => v.leaf_index < from));
+      const votes = votesOf(outPath);
+      const before = summarizeVotes(votes.filter((v) => v.leafIndex < from));
       const after = summarizeVotes(votes)!;
-      const row = this.stmts.pathByOut.get(outPath);
-      if (row) this.stmts.updatePath.run(after.builders, after.contents, after.class, lastLeaf, row.id);
+      if (before) this.stmts.updatePath.run(after.builders, after.contents, after.class, lastLeaf, outPath);
       else {
         const { lastInsertRowid } = this.stmts.insertPath.run(outPath, after.builders, after.contents, after.class, lastLeaf);
         this.stmts.insertName.run(lastInsertRowid, outPath.slice(NAME_OFFSET));

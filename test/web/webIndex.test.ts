@@ -75,7 +75,7 @@ function claimed(service: Service, index: WebIndex) {
 const BUILDERS = ['b0', 'b1', 'b2', 'b3'];
 
 describe('web index', () => {
-  it('always equals a recount from the ledger, however the log is split into catch-up steps', async () => {
+  it('always equals a recount from the ledger, however the log is split into commits indexed inline and catch-up steps', async () => {
     const keys = BUILDERS.map((b) => generateSecretKey(b));
     const outPaths = Array.from({ length: 6 }, (_, i) => randomStorePath(`pkg${i}`));
     const narHashes = Array.from({ length: 3 }, () => randomNarHash());
@@ -83,6 +83,8 @@ describe('web index', () => {
       votes: fc.array(fc.record({ builder: fc.nat(BUILDERS.length - 1), path: fc.nat(outPaths.length - 1), content: fc.nat(narHashes.length - 1) }), { minLength: 1, maxLength: 12 }),
       nar: fc.option(fc.nat(narHashes.length - 1), { nil: null }),
       catchUp: fc.boolean(),
+      // Whether the commit's hook is on: it indexes the commit inline only if the index had caught up.
+      inline: fc.boolean(),
     });
     await fc.assert(
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 8 }), async (steps) => {
@@ -92,7 +94,12 @@ describe('web index', () => {
           for (const k of keys) service.registry.add(k.publicKey);
           service.decisions.setPolicy({ name: 'strict', threshold: 3, onConflict: 'ignore', builders: new Set(BUILDERS.slice(0, 3)) });
           const index = new WebIndex(service.db, service.logger);
+          let inline = false;
+          service.ingestor.onCommit((batch) => {
+            if (inline) index.indexCommit(batch);
+          });
           for (const s of steps) {
+            inline = s.inline;
             await service.ingestor.submit(s.votes.map((v) => parseAttestation(signedAttestation(keys[v.builder]!, { outPath: outPaths[v.path]!, narHash: narHashes[v.content]! }))));
             if (s.nar !== null) {
               service.db
@@ -111,6 +118,32 @@ describe('web index', () => {
       }),
       { numRuns: 40 },
     );
+  });
+
+  it('never fails an ingest commit, and leaves nothing half-indexed when indexing it fails', async () => {
+    const dir = tempDir('web-index-fail');
+    const logged: string[] = [];
+    const service = openService(testConfig(dir), createLogger('error', (line) => logged.push(line)));
+    try {
+      const key = generateSecretKey('alice-1');
+      service.registry.add(key.publicKey);
+      const index = new WebIndex(service.db, service.logger);
+      service.ingestor.onCommit((batch) => index.indexCommit(batch));
+      const attest = (name: string) => service.ingestor.submit([parseAttestation(signedAttestation(key, { outPath: randomStorePath(name), narHash: randomNarHash() }))]);
+      await attest('first');
+      expect(index.indexed()).toBe(1);
+      // The name index is gone: the path's row is written, then its name fails.
+      service.db.exec('DROP TABLE web_names');
+      const [result] = await attest('second');
+      expect(result!.status).toBe('accepted');
+      expect(service.log.size()).toBe(2);
+      expect(index.indexed()).toBe(1);
+      expect(service.db.prepare('SELECT COUNT(*) FROM web_paths').pluck().get()).toBe(1);
+      expect(logged.join('')).toContain('web index update failed');
+    } finally {
+      service.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('catches up by itself once ingest goes quiet', async () => {
