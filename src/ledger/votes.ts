@@ -21,11 +21,26 @@ export interface PathVote {
 /** Every attestation of an output path, in log order. */
 export type VotesOf = (outPath: string) => readonly PathVote[];
 
+type VoteRow = [number, number, string, string, string, string, number, string, string | null];
+
 export function pathVotes(db: Db): VotesOf {
-  const stmt = db.prepare<[string], PathVote>(
-    `SELECT a.leaf_index AS leafIndex, a.builder_id AS builderId, b.name AS builder, a.drv_path AS drvPath, a.output_name AS outputName,
-       a.nar_hash AS narHash, a.nar_size AS narSize, a.refs, a.narinfo_signature AS narinfoSignature
-     FROM attestations a JOIN builders b ON b.id = a.builder_id WHERE a.out_path = ? ORDER BY a.leaf_index`,
-  );
-  return (outPath) => stmt.all(outPath);
+  // Rows as arrays, made into objects here: better-sqlite3 builds row objects several times slower.
+  const stmt = db
+    .prepare<[string], VoteRow>(
+      `SELECT a.leaf_index, a.builder_id, b.name, a.drv_path, a.output_name, a.nar_hash, a.nar_size, a.refs, a.narinfo_signature
+       FROM attestations a JOIN builders b ON b.id = a.builder_id WHERE a.out_path = ? ORDER BY a.leaf_index`,
+    )
+    .raw();
+  return (outPath) =>
+    stmt.all(outPath).map(([leafIndex, builderId, builder, drvPath, outputName, narHash, narSize, refs, narinfoSignature]) => ({
+      leafIndex,
+      builderId,
+      builder,
+      drvPath,
+      outputName,
+      narHash,
+      narSize,
+      refs,
+      narinfoSignature,
+    }));
 }
