@@ -64,7 +64,7 @@ export function openService(config: Config, logger: Logger): Service {
   const signatures = new SignaturePool();
   const ingestor = new Ingestor(db, registry, log, signatures, walSync);
   const decisions = new DecisionMaterializer(db, registry, cacheKey, signatures, logger);
-  ingestor.onCommit(({ outPaths, votesOf }) => decisions.recompute(outPaths, votesOf));
+  ingestor.onCommit(({ outPaths, votesOf, from }) => decisions.recompute(outPaths, { votesOf, appendedFrom: from }));
   const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);
   ingestor.onCommitted(() => checkpoints.committed());
   checkpoints.publish();

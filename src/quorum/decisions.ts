@@ -99,13 +99,18 @@ export class DecisionMaterializer {
     return this.policies.map((policy) => ({ policy, decision: evaluate(policy, votes, active) }));
   }
 
-  /** Re-decides `outPaths` under `policies`; `votesOf` may hand over votes the caller already read. */
-  recompute(outPaths: Set<string>, votesOf: VotesOf = this.votesOf, policies: Policy[] = this.policies): void {
+  /**
+   * Re-decides `outPaths` under `policies` (default: all). Ingest hands over the votes it read
+   * (`votesOf`) and the first leaf of its commit (`appendedFrom`): a path with no vote before that
+   * leaf is new, so it has no decision row to remove or reuse a Sig from.
+   */
+  recompute(outPaths: Set<string>, { votesOf = this.votesOf, appendedFrom, policies = this.policies }: { votesOf?: VotesOf; appendedFrom?: number; policies?: Policy[] } = {}): void {
     const now = Date.now();
     const active = new Set(this.registry.active().map((b) => b.name));
     const unsigned = new Map<string, { outPath: string; content: Content }>();
     for (const outPath of outPaths) {
       const votes = votesOf(outPath);
+      const isNew = appendedFrom !== undefined && votes.length > 0 && votes[0]!.leafIndex >= appendedFrom;
       const signed = new Map<string, string>();
       for (const policy of policies) {
         const d = evaluate(policy, votes, active);
@@ -113,7 +118,7 @@ export class DecisionMaterializer {
         // Pending is what having no row means: most paths are pending after their first attestation,
         // and not writing them saves a large random-key row write per new path under ingest.
         if (d.status === 'pending') {
-          this.remove.run(policy.name, outPath);
+          if (!isNew) this.remove.run(policy.name, outPath);
           continue;
         }
         const agreeingVotes = d.content ? votes.filter((v) => d.agreeing.includes(v.builder) && v.narHash === d.content!.narHash && v.narSize === d.content!.narSize && v.refs === d.content!.refs) : [];
@@ -127,7 +132,7 @@ export class DecisionMaterializer {
           d.content?.refs ?? null,
           agreeingVotes[0]?.drvPath ?? null,
           sigs.length ? sigs.join('\n') : null,
-          d.content ? this.cacheSignature(policy.name, outPath, d.content, signed, unsigned) : null,
+          d.content ? this.cacheSignature(policy.name, outPath, d.content, isNew, signed, unsigned) : null,
           d.agreeing.length,
           d.reason,
           now,
@@ -147,11 +152,18 @@ export class DecisionMaterializer {
    * signed (Nix refuses it, and so does fingerprint()); such a decision stores none and is never
    * served whole.
    */
-  private cacheSignature(policy: string, outPath: string, content: Content, signed: Map<string, string>, unsigned: Map<string, { outPath: string; content: Content }>): string | null {
+  private cacheSignature(
+    policy: string,
+    outPath: string,
+    content: Content,
+    isNew: boolean,
+    signed: Map<string, string>,
+    unsigned: Map<string, { outPath: string; content: Content }>,
+  ): string | null {
     const key = keyOf(content);
     const known = signed.get(key);
     if (known !== undefined) return known;
-    const old = this.stored.get(policy, outPath);
+    const old = isNew ? undefined : this.stored.get(policy, outPath);
     if (old?.status === 'quorum' && keyOf(old) === key && old.cacheSig?.startsWith(this.sigPrefix)) {
       signed.set(key, old.cacheSig);
       return old.cacheSig;
@@ -228,7 +240,7 @@ export class DecisionMaterializer {
       writePolicy(this.db, policy);
       this.policies = listPolicies(this.db);
       const paths = this.db.prepare('SELECT DISTINCT out_path FROM attestations').pluck().all() as string[];
-      this.recompute(new Set(paths), this.votesOf, [policy]);
+      this.recompute(new Set(paths), { policies: [policy] });
     })();
     for (const l of this.listeners) l('all');
   }
