@@ -50,7 +50,9 @@ export function apiRoutes(service: Service, metrics: Metrics): Router {
     // Parse everything first: one malformed item rejects the request and nothing is written.
     const parsed = items.map((item, i) => parseAttestation(item, many ? `[${i}]` : ''));
     const results = await ingestor.submit(parsed);
-    for (const r of results) metrics.attestations.inc({ status: r.status });
+    const counts = new Map<IngestResult['status'], number>();
+    for (const r of results) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+    for (const [status, n] of counts) metrics.attestations.inc({ status }, n);
     res.status(statusOf(results)).json(many ? { results } : results[0]);
   });
 
