@@ -175,7 +175,10 @@ CREATE TRIGGER IF NOT EXISTS web_advertised_decision_insert AFTER INSERT ON deci
 BEGIN
   INSERT INTO web_advertised (policy, paths) VALUES (NEW.policy, 1) ON CONFLICT (policy) DO UPDATE SET paths = paths + 1;
 END;
-CREATE TRIGGER IF NOT EXISTS web_advertised_decision_update AFTER UPDATE ON decisions BEGIN
+-- Only a change of status or NAR moves the count; an update of anything else (agreeing keys, the cache
+-- Sig) fires nothing. The trigger of that name fired on every update until 2026-11.
+DROP TRIGGER IF EXISTS web_advertised_decision_update;
+CREATE TRIGGER IF NOT EXISTS web_advertised_decision_change AFTER UPDATE OF status, nar_hash ON decisions BEGIN
   UPDATE web_advertised SET paths = paths - 1
     WHERE policy = OLD.policy AND OLD.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = OLD.nar_hash);
   INSERT INTO web_advertised (policy, paths)

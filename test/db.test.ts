@@ -59,6 +59,46 @@ describe('openDb on a database of an older schema', () => {
   });
 });
 
+// The advertised-paths trigger on decisions as schema.sql defined it before it fired only on a change of status or NAR.
+const OLD_ADVERTISED_TRIGGER = `
+CREATE TRIGGER web_advertised_decision_update AFTER UPDATE ON decisions BEGIN
+  UPDATE web_advertised SET paths = paths - 1
+    WHERE policy = OLD.policy AND OLD.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = OLD.nar_hash);
+  INSERT INTO web_advertised (policy, paths)
+    SELECT NEW.policy, 1 WHERE NEW.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = NEW.nar_hash)
+    ON CONFLICT (policy) DO UPDATE SET paths = paths + 1;
+END;`;
+
+describe('openDb on a database with the older advertised-paths trigger', () => {
+  it('replaces it, so each decision counts once however often it is updated', () => {
+    const dir = tempDir('db');
+    const file = join(dir, 'trigger.sqlite');
+    try {
+      const first = openDb(file);
+      first.exec('DROP TRIGGER web_advertised_decision_change');
+      first.exec(OLD_ADVERTISED_TRIGGER);
+      first.close();
+
+      const db = openDb(file);
+      const narHash = randomNarHash();
+      db.prepare("INSERT INTO nars (nar_hash, nar_size, blob_key, compression, file_hash, file_size, created_at) VALUES (?, 120, 'nar/x.nar', 'none', ?, 120, 1)").run(narHash, narHash);
+      const outPath = randomStorePath('a');
+      db.prepare("INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, agreeing, reason, updated_at) VALUES ('default', ?, 'quorum', ?, 120, '', 2, 'r', 1)").run(outPath, narHash);
+      const advertised = () => db.prepare("SELECT paths FROM web_advertised WHERE policy = 'default'").pluck().get();
+      expect(advertised()).toBe(1);
+      db.prepare("UPDATE decisions SET agreeing = 3, cache_sig = 'k:sig' WHERE out_path = ?").run(outPath);
+      expect(advertised()).toBe(1);
+      db.prepare("UPDATE decisions SET status = 'blocked', nar_hash = NULL WHERE out_path = ?").run(outPath);
+      expect(advertised()).toBe(0);
+      db.prepare("UPDATE decisions SET status = 'quorum', nar_hash = ? WHERE out_path = ?").run(narHash, outPath);
+      expect(advertised()).toBe(1);
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 const columns = (db: ReturnType<typeof openDb>, table: string) => db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[];
 
 describe('openDb on a database without a column added since', () => {
