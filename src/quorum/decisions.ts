@@ -12,11 +12,6 @@ import { listPolicies, writePolicy } from './policies.js';
 
 type Content = NonNullable<Decision['content']>;
 
-interface StoredDecision extends Content {
-  status: Decision['status'];
-  cacheSig: string | null;
-}
-
 /** Makes the cache key's signatures off the ingest thread (SignaturePool). */
 export interface Signer {
   sign(key: SecretKey, messages: string[]): Promise<Buffer[]>;
@@ -33,9 +28,8 @@ const CACHE_SIG_KEY = 'cache_sig_key';
 export class DecisionMaterializer {
   private policies: Policy[];
   private readonly votesOf: VotesOf;
-  private readonly upsert: Statement<unknown[]>;
+  private readonly upsert: Statement<unknown[], string | null>;
   private readonly remove: Statement<[string, string]>;
-  private readonly stored: Statement<[string, string], StoredDecision>;
   private readonly storeSig: Statement<[string, string, string, string, number, string]>;
   /** `${outPath}\n${keyOf(content)}` of the cache Sigs being made. */
   private readonly signing = new Set<string>();
@@ -54,15 +48,22 @@ export class DecisionMaterializer {
     this.policies = listPolicies(db);
     this.sigPrefix = `${cacheKey.name}:`;
     this.votesOf = pathVotes(db);
-    this.upsert = db.prepare(
-      `INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, deriver, sigs, cache_sig, agreeing, reason, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (policy, out_path) DO UPDATE SET status = excluded.status, nar_hash = excluded.nar_hash, nar_size = excluded.nar_size,
-         refs = excluded.refs, deriver = excluded.deriver, sigs = excluded.sigs, cache_sig = excluded.cache_sig, agreeing = excluded.agreeing,
-         reason = excluded.reason, updated_at = excluded.updated_at`,
-    );
+    // The cache Sig: the one given, else the row's own if it is this key's over the same content (the
+    // SET expressions read the row as it was), else none. RETURNING tells which, without another read.
+    this.upsert = db
+      .prepare<unknown[], string | null>(
+        `INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, deriver, sigs, cache_sig, agreeing, reason, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (policy, out_path) DO UPDATE SET status = excluded.status, nar_hash = excluded.nar_hash, nar_size = excluded.nar_size,
+           refs = excluded.refs, deriver = excluded.deriver, sigs = excluded.sigs, agreeing = excluded.agreeing, reason = excluded.reason,
+           updated_at = excluded.updated_at,
+           cache_sig = CASE WHEN excluded.cache_sig IS NOT NULL THEN excluded.cache_sig
+             WHEN decisions.status = 'quorum' AND decisions.nar_hash = excluded.nar_hash AND decisions.nar_size = excluded.nar_size
+               AND decisions.refs = excluded.refs AND substr(decisions.cache_sig, 1, ?) = ? THEN decisions.cache_sig END
+         RETURNING cache_sig`,
+      )
+      .pluck();
     this.remove = db.prepare('DELETE FROM decisions WHERE policy = ? AND out_path = ?');
-    this.stored = db.prepare('SELECT status, nar_hash AS narHash, nar_size AS narSize, refs, cache_sig AS cacheSig FROM decisions WHERE policy = ? AND out_path = ?');
     this.storeSig = db.prepare(
       "UPDATE decisions SET cache_sig = ? WHERE policy = ? AND out_path = ? AND status = 'quorum' AND nar_hash = ? AND nar_size = ? AND refs = ? AND cache_sig IS NULL",
     );
@@ -102,7 +103,12 @@ export class DecisionMaterializer {
   /**
    * Re-decides `outPaths` under `policies` (default: all). Ingest hands over the votes it read
    * (`votesOf`) and the first leaf of its commit (`appendedFrom`): a path with no vote before that
-   * leaf is new, so it has no decision row to remove or reuse a Sig from.
+   * leaf is new, so it has no decision row to remove.
+   *
+   * The cache key's Sig over the agreed content is stored with the decision so the substituter does
+   * not sign (about 50 µs) per request. A decision whose content is unchanged keeps its Sig: a path is
+   * signed when it reaches quorum, not again for every agreeing attestation after. A new content is
+   * stored without one and signed after the commit (signLater).
    */
   recompute(outPaths: Set<string>, { votesOf = this.votesOf, appendedFrom, policies = this.policies }: { votesOf?: VotesOf; appendedFrom?: number; policies?: Policy[] } = {}): void {
     const now = Date.now();
@@ -111,6 +117,7 @@ export class DecisionMaterializer {
     for (const outPath of outPaths) {
       const votes = votesOf(outPath);
       const isNew = appendedFrom !== undefined && votes.length > 0 && votes[0]!.leafIndex >= appendedFrom;
+      // This path's Sigs by content, across policies.
       const signed = new Map<string, string>();
       for (const policy of policies) {
         const d = evaluate(policy, votes, active);
@@ -123,7 +130,8 @@ export class DecisionMaterializer {
         }
         const agreeingVotes = d.content ? votes.filter((v) => d.agreeing.includes(v.builder) && v.narHash === d.content!.narHash && v.narSize === d.content!.narSize && v.refs === d.content!.refs) : [];
         const sigs = [...new Set(agreeingVotes.map((v) => v.narinfoSignature).filter((s): s is string => s !== null))];
-        this.upsert.run(
+        const key = d.content ? keyOf(d.content) : null;
+        const cacheSig = this.upsert.get(
           policy.name,
           outPath,
           d.status,
@@ -132,45 +140,24 @@ export class DecisionMaterializer {
           d.content?.refs ?? null,
           agreeingVotes[0]?.drvPath ?? null,
           sigs.length ? sigs.join('\n') : null,
-          d.content ? this.cacheSignature(policy.name, outPath, d.content, isNew, signed, unsigned) : null,
+          key === null ? null : (signed.get(key) ?? null),
           d.agreeing.length,
           d.reason,
           now,
-        );
+          this.sigPrefix.length,
+          this.sigPrefix,
+        ) as string | null;
+        if (!d.content || key === null) continue;
+        if (cacheSig !== null) signed.set(key, cacheSig);
+        else {
+          const job = `${outPath}\n${key}`;
+          // A size of 0 cannot be signed (Nix refuses it, and so does fingerprint()): such a decision has no Sig and is never served whole.
+          if (d.content.narSize > 0 && !this.signing.has(job)) unsigned.set(job, { outPath, content: d.content });
+        }
       }
     }
     for (const l of this.listeners) l(outPaths);
     if (unsigned.size > 0) this.signLater(unsigned);
-  }
-
-  /**
-   * The cache key's Sig over the fingerprint of the agreed content is stored with the decision so the
-   * substituter does not sign (about 50 µs) per request. A decision whose content is unchanged keeps
-   * its Sig: a path is signed when it reaches quorum, not again for every agreeing attestation after.
-   * `signed` holds this path's stored Sigs by content across policies. A new content is stored without
-   * a Sig and queued in `unsigned` to be signed after the commit (signLater). A size of 0 cannot be
-   * signed (Nix refuses it, and so does fingerprint()); such a decision stores none and is never
-   * served whole.
-   */
-  private cacheSignature(
-    policy: string,
-    outPath: string,
-    content: Content,
-    isNew: boolean,
-    signed: Map<string, string>,
-    unsigned: Map<string, { outPath: string; content: Content }>,
-  ): string | null {
-    const key = keyOf(content);
-    const known = signed.get(key);
-    if (known !== undefined) return known;
-    const old = isNew ? undefined : this.stored.get(policy, outPath);
-    if (old?.status === 'quorum' && keyOf(old) === key && old.cacheSig?.startsWith(this.sigPrefix)) {
-      signed.set(key, old.cacheSig);
-      return old.cacheSig;
-    }
-    const job = `${outPath}\n${key}`;
-    if (content.narSize > 0 && !this.signing.has(job)) unsigned.set(job, { outPath, content });
-    return null;
   }
 
   /**
