@@ -82,6 +82,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       await closed;
+      // Cache Sigs still being made for the last commits: store them rather than leave them to be made on read.
+      await service.decisions.signaturesStored();
       service.close();
     },
   };

@@ -46,12 +46,18 @@ function localAdmin(target: Target): Admin {
   return {
     addBuilder: async (publicKey) => builderJson(service.registry.add(parsePublicKey(publicKey))),
     listBuilders: async () => ({ builders: service.registry.list().map(builderJson) }),
-    revokeBuilder: async (name) => builderJson(service.registry.revoke(name)),
+    // Decisions that reached quorum get their cache Sig after the change: wait for it before exiting.
+    revokeBuilder: async (name) => {
+      const revoked = service.registry.revoke(name);
+      await service.decisions.signaturesStored();
+      return builderJson(revoked);
+    },
     setPolicy: async (name, body) => {
       const parsed = policyInput.safeParse({ name, ...body });
       if (!parsed.success) throw new QuorumError('bad-policy', describeZodError(parsed.error));
       const p = parsed.data;
       service.decisions.setPolicy({ name: p.name, threshold: p.threshold, onConflict: p.onConflict, builders: p.builders === null ? null : new Set(p.builders) });
+      await service.decisions.signaturesStored();
       return policyJson(requirePolicy(service.decisions.getPolicies(), name));
     },
     listPolicies: async () => ({ policies: service.decisions.getPolicies().map(policyJson) }),
