@@ -40,6 +40,25 @@ describe('Ingestor', () => {
     expect(rows).toEqual([{ first_leaf: 0, second_leaf: 1 }]);
   });
 
+  it('finds duplicates and conflicts among the attestations of one commit, as across commits', async () => {
+    const outPath = randomStorePath('hello');
+    const narHash = randomNarHash();
+    const first = signedAttestation(alice, { outPath, narHash });
+    const other = signedAttestation(alice, { outPath, narHash: randomNarHash() });
+    const agreeing = signedAttestation(bob, { outPath, narHash });
+    expect(await submit(first, first, other, agreeing, other)).toEqual([
+      { status: 'accepted', leafIndex: 0 },
+      { status: 'duplicate', leafIndex: 0 },
+      { status: 'conflict', leafIndex: 1, conflictsWith: [0] },
+      { status: 'accepted', leafIndex: 2 },
+      { status: 'duplicate', leafIndex: 1 },
+    ]);
+    expect(service.ingestor.stats.commits).toBe(1);
+    expect(service.db.prepare('SELECT first_leaf, second_leaf FROM conflicts').all()).toEqual([{ first_leaf: 0, second_leaf: 1 }]);
+    // The decision saw the whole commit: Alice equivocated, which blocks the path under the default policy.
+    expect(service.db.prepare('SELECT status FROM decisions WHERE out_path = ?').pluck().all(outPath)).toEqual(['blocked']);
+  });
+
   it('rejects unknown keys, revoked keys and bad signatures without writing anything', async () => {
     const outPath = randomStorePath();
     const mallory = generateSecretKey('mallory-1');
