@@ -36,12 +36,14 @@ export function openDb(file: string): Db {
  * resolves, or it must be data that is made again when missing (a crash may lose it, never half of it).
  */
 export function commitUnsynced<T>(db: Db, fn: () => T): T {
+  // Restored afterwards, not assumed FULL: a bulk loader may run the connection with OFF.
+  const before = db.pragma('synchronous', { simple: true }) as number;
   // A pragma, not a prepared statement: SQLite applies this one when it compiles it.
   db.pragma('synchronous = NORMAL');
   try {
     return db.transaction(fn)();
   } finally {
-    db.pragma('synchronous = FULL');
+    db.pragma(`synchronous = ${before}`);
   }
 }
 
