@@ -12,7 +12,7 @@ import { STORE_DIR } from '../nix/storePath.js';
  * agreement counters. It is built from the attestations in log order and remembers how many leaves
  * it covers, so any process sharing the database can bring it up to date (a database from before
  * these tables existed is indexed on first start). While it is up to date, each ingest commit
- * extends it in its own transaction, with the votes ingest read (indexCommit).
+ * extends it inside the commit's transaction, with the votes ingest read (indexCommit).
  */
 
 export type PathClass = 'single' | 'reproduced' | 'unreproduced';
