@@ -86,7 +86,7 @@ export async function auditLog(
       if (previous && frontier.size === previous.size) rootAtPrevious = frontier.root();
       const id = `${attestation.builder} ${attestation.outPath}`;
       const seen = contents.get(id);
-      const ck = contentKey(attestation);
+      const ck = contentKey({ narHash: attestation.narHash, narSize: attestation.narSize, refs: attestation.references.join(',') });
       if (!seen) contents.set(id, { key: ck, leaves: [index], differs: false });
       else {
         seen.leaves.push(index);

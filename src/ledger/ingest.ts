@@ -200,8 +200,8 @@ export class Ingestor {
         const vote: PathVote = { leafIndex, builderId, builder: a.builder, drvPath: a.drvPath, outputName: a.outputName, narHash: a.narHash, narSize: a.narSize, refs, narinfoSignature: a.narinfoSignature };
         pathVotes.push(vote);
         appended.push({ outPath: a.outPath, vote });
-        const key = contentKey(a);
-        const differing = existing.filter((e) => `${e.narHash};${e.narSize};${e.refs}` !== key);
+        const key = contentKey(vote);
+        const differing = existing.filter((e) => contentKey(e) !== key);
         for (const e of differing) this.insertConflict.run(builderId, a.outPath, e.leafIndex, leafIndex, now);
         if (differing.length > 0) return { status: 'conflict', leafIndex, conflictsWith: differing.map((e) => e.leafIndex) };
         return { status: 'accepted', leafIndex };

@@ -33,7 +33,10 @@ export function statementText(a: StatementFields): string {
   return [STATEMENT_PREFIX, a.drvPath, a.outputName, a.outPath, a.narHash, String(a.narSize), a.references.join(',')].join(';');
 }
 
-/** What "the same content" means for quorum: equal narHash, narSize and references. */
-export function contentKey(a: Pick<Attestation, 'narHash' | 'narSize' | 'references'>): string {
-  return `${a.narHash};${a.narSize};${a.references.join(',')}`;
+/**
+ * What "the same content" means for quorum: equal narHash, narSize and references (`refs`: full
+ * paths, sorted, joined by ',', as the attestations table stores them).
+ */
+export function contentKey(c: { narHash: string; narSize: number; refs: string }): string {
+  return `${c.narHash};${c.narSize};${c.refs}`;
 }

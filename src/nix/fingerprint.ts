@@ -16,6 +16,11 @@ export function fingerprint(storePath: StorePath, narHash: NarHash, narSize: num
   return `1;${storePath};${narHash};${narSize};${[...new Set(references)].sort().join(',')}`;
 }
 
+/** fingerprint() of a quorum content, whose references are stored as full paths, sorted, joined by ','. */
+export function contentFingerprint(storePath: StorePath, narHash: NarHash, narSize: number, refs: string): string {
+  return fingerprint(storePath, narHash, narSize, refs === '' ? [] : (refs.split(',') as StorePath[]));
+}
+
 export function narInfoFingerprint(info: NarInfo): string {
   const references = info.references.map((ref) => storePathFromBaseName(ref, 'References'));
   return fingerprint(info.storePath, info.narHash, info.narSize, references);

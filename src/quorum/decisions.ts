@@ -1,13 +1,14 @@
 import type { Statement } from 'better-sqlite3';
 import { commitUnsynced, type Db } from '../db.js';
 import type { BuilderRegistry } from '../ledger/registry.js';
+import { contentKey } from '../ledger/statement.js';
 import { pathVotes, type VotesOf } from '../ledger/votes.js';
 import type { Logger } from '../log.js';
-import { fingerprint } from '../nix/fingerprint.js';
+import { contentFingerprint } from '../nix/fingerprint.js';
 import type { NarHash } from '../nix/hash.js';
 import { formatPublicKey, type SecretKey } from '../nix/keys.js';
 import type { StorePath } from '../nix/storePath.js';
-import { evaluate, keyOf, type Decision, type Policy } from './evaluate.js';
+import { evaluate, type Decision, type Policy } from './evaluate.js';
 import { listPolicies, writePolicy } from './policies.js';
 
 type Content = NonNullable<Decision['content']>;
@@ -31,7 +32,7 @@ export class DecisionMaterializer {
   private readonly upsert: Statement<unknown[], string | null>;
   private readonly remove: Statement<[string, string]>;
   private readonly storeSig: Statement<[string, string, string, string, number, string]>;
-  /** `${outPath}\n${keyOf(content)}` of the cache Sigs being made. */
+  /** `${outPath}\n${contentKey(content)}` of the cache Sigs being made. */
   private readonly signing = new Set<string>();
   private readonly signingDone = new Set<Promise<void>>();
   private readonly sigPrefix: string;
@@ -130,7 +131,7 @@ export class DecisionMaterializer {
         }
         const agreeingVotes = d.content ? votes.filter((v) => d.agreeing.includes(v.builder) && v.narHash === d.content!.narHash && v.narSize === d.content!.narSize && v.refs === d.content!.refs) : [];
         const sigs = [...new Set(agreeingVotes.map((v) => v.narinfoSignature).filter((s): s is string => s !== null))];
-        const key = d.content ? keyOf(d.content) : null;
+        const key = d.content ? contentKey(d.content) : null;
         const cacheSig = this.upsert.get(
           policy.name,
           outPath,
@@ -172,7 +173,7 @@ export class DecisionMaterializer {
     const jobs = [...unsigned];
     for (const [job] of jobs) this.signing.add(job);
     const messages = jobs.map(([, { outPath, content }]) =>
-      fingerprint(outPath as StorePath, content.narHash as NarHash, content.narSize, content.refs === '' ? [] : (content.refs.split(',') as StorePath[])),
+      contentFingerprint(outPath as StorePath, content.narHash as NarHash, content.narSize, content.refs),
     );
     const done = this.signer
       .sign(this.cacheKey, messages)

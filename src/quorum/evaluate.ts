@@ -1,6 +1,7 @@
 /**
  * The quorum rule of design.md, as a pure function: the materialised decisions must always equal this.
  */
+import { contentKey } from '../ledger/statement.js';
 
 export interface Policy {
   name: string;
@@ -38,8 +39,6 @@ export interface Decision {
   reason: string;
 }
 
-/** What "the same content" means for a vote: equal narHash, narSize and references. */
-export const keyOf = (v: Pick<Vote, 'narHash' | 'narSize' | 'refs'>) => `${v.narHash};${v.narSize};${v.refs}`;
 
 /**
  * @param votes every attestation of one output path, from any builder
@@ -55,7 +54,7 @@ export function evaluate(policy: Policy, votes: readonly Vote[], active: Readonl
   for (const v of votes) {
     if (!trustedSet.has(v.builder)) continue;
     const contents = contentsByKey.get(v.builder) ?? new Map<string, Vote>();
-    contents.set(keyOf(v), v);
+    contents.set(contentKey(v), v);
     contentsByKey.set(v.builder, contents);
   }
 

@@ -2,7 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { Db } from '../db.js';
 import { hashPartRange } from '../ledger/queries.js';
 import type { NarRecord } from '../nars/catalog.js';
-import { fingerprint } from '../nix/fingerprint.js';
+import { contentFingerprint } from '../nix/fingerprint.js';
 import type { NarHash } from '../nix/hash.js';
 import { signNix, type SecretKey } from '../nix/keys.js';
 import { STORE_DIR, type HashPart, type StorePath } from '../nix/storePath.js';
@@ -106,7 +106,7 @@ export function renderNarInfo(path: QuorumPath, nar: NarLocation, cacheKey: Secr
   const ours =
     path.cacheSig !== null && path.cacheSig.startsWith(`${cacheKey.name}:`)
       ? path.cacheSig
-      : signNix(cacheKey, fingerprint(path.outPath, path.narHash, path.narSize, path.refs === '' ? [] : (path.refs.split(',') as StorePath[])));
+      : signNix(cacheKey, contentFingerprint(path.outPath, path.narHash, path.narSize, path.refs));
   const references = path.refs === '' ? '' : path.refs.slice(STORE_PREFIX.length).replaceAll(`,${STORE_PREFIX}`, ' ');
   // Stored NARs have blob keys `nar/<file>`, which is also their URL relative to the cache (and so to
   // /policy/<name>/); NARs held upstream are absolute URLs, which Nix follows as they are.

@@ -210,7 +210,7 @@ const groupLabel = (i: number): string => (i < 26 ? String.fromCharCode(65 + i) 
 
 function outputData(ctx: WebContext, outPath: string, records: AttestationRecord[]): OutputData {
   // Agreement groups: attestations of the same (narHash, narSize, references), most keys first.
-  const keyOf = (r: AttestationRecord) => contentKey(attestationOf(r));
+  const keyOf = (r: AttestationRecord) => contentKey({ narHash: r.narHash, narSize: r.narSize, refs: r.references.join(',') });
   const byContent = new Map<string, AttestationRecord[]>();
   for (const r of records) {
     const key = keyOf(r);

@@ -2,6 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { Db } from '../db.js';
 import { QuorumError } from '../errors.js';
 import type { AppendedBatch } from '../ledger/ingest.js';
+import { contentKey } from '../ledger/statement.js';
 import { pathVotes, type PathVote, type VotesOf } from '../ledger/votes.js';
 import type { Logger } from '../log.js';
 import { STORE_DIR } from '../nix/storePath.js';
@@ -79,7 +80,7 @@ function summarizeVotes(votes: ReadonlyArray<Pick<PathVote, 'builderId' | 'narHa
   const contentsOf = new Map<number, Set<string>>();
   const keysOf = new Map<string, Set<number>>();
   for (const v of votes) {
-    const content = `${v.narHash};${v.narSize};${v.refs}`;
+    const content = contentKey(v);
     (contentsOf.get(v.builderId) ?? contentsOf.set(v.builderId, new Set()).get(v.builderId)!).add(content);
     (keysOf.get(content) ?? keysOf.set(content, new Set()).get(content)!).add(v.builderId);
   }

@@ -51,21 +51,18 @@ describe('the narinfo cache', () => {
     return url;
   }
 
+  const setThreshold = (threshold: number) =>
+    fetch(`${server.url}/api/v1/policies/default`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${server.service.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ threshold, builders: null }),
+    });
+
   it('drops a path at once when this process raises the threshold above its agreement', async () => {
     const url = await advertised([alice, bob]);
-    const raised = await fetch(`${server.url}/api/v1/policies/default`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${server.service.adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ threshold: 3, builders: null }),
-    });
-    expect(raised.status).toBe(200);
+    expect((await setThreshold(3)).status).toBe(200);
     expect((await fetch(url)).status).toBe(404);
-    const lowered = await fetch(`${server.url}/api/v1/policies/default`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${server.service.adminToken}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ threshold: 2, builders: null }),
-    });
-    expect(lowered.status).toBe(200);
+    expect((await setThreshold(2)).status).toBe(200);
     expect((await fetch(url)).status).toBe(200);
   });
 
