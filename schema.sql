@@ -1,21 +1,33 @@
--- nix-quorum: the whole database schema. Applied idempotently on every open (CREATE ... IF NOT EXISTS);
--- an existing table whose columns or layout differ from its definition here is rebuilt to it on open,
--- keeping the columns both have (src/db.ts), so a column added here must be nullable or have a default.
+-- nix-quorum: the whole database schema, as a new ledger is created (src/db.ts). An existing ledger
+-- is brought to it by the numbered migrations in src/db/migrations.ts, never by inference: a change
+-- here comes with a migration, and test/db.test.ts checks that a migrated ledger equals a new one.
 
 CREATE TABLE IF NOT EXISTS meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
 ) WITHOUT ROWID;
 
--- Builder keys. Names are unique forever: a revoked name is never reused, so old log entries
--- keep meaning what they meant.
-CREATE TABLE IF NOT EXISTS builders (
-  id         INTEGER PRIMARY KEY,
-  name       TEXT NOT NULL UNIQUE,
-  public_key BLOB NOT NULL,            -- 32 raw Ed25519 bytes
-  added_at   INTEGER NOT NULL,         -- unix ms
-  revoked_at INTEGER                   -- unix ms; NULL while active
+-- The log's leaves other than attestations: the registry and policy statements of the log operator
+-- (src/ledger/leaf.ts), as their exact leaf text. builders and policies are their projection.
+CREATE TABLE IF NOT EXISTS operator_leaves (
+  leaf_index INTEGER PRIMARY KEY,
+  leaf       TEXT NOT NULL
 );
+
+-- Builder keys, as the registry leaves state them (rebuilt from them at start). Names are unique
+-- forever and a key has one name ever, so old log entries keep meaning what they meant. A row with no
+-- added_leaf is one the log does not state (written into the database by hand): it never counts, but
+-- stays, because attestations reference it.
+CREATE TABLE IF NOT EXISTS builders (
+  id           INTEGER PRIMARY KEY,
+  name         TEXT NOT NULL UNIQUE,
+  public_key   BLOB NOT NULL,            -- 32 raw Ed25519 bytes
+  added_at     INTEGER NOT NULL,         -- unix ms
+  revoked_at   INTEGER,                  -- unix ms; NULL while active
+  added_leaf   INTEGER,                  -- the registry leaf that added it
+  revoked_leaf INTEGER                   -- the registry leaf that revoked it
+);
+CREATE UNIQUE INDEX IF NOT EXISTS builders_key ON builders (public_key) WHERE added_leaf IS NOT NULL;
 
 -- One row per log leaf: every accepted attestation, including the second, conflicting statement of an
 -- equivocating key (kept as evidence). leaf_index is the RFC 9162 leaf index; the leaf bytes are
@@ -67,13 +79,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   created_at INTEGER NOT NULL
 );
 
--- Quorum policies; the member set is a separate table so revocation and membership are plain joins.
+-- Quorum policies, as the policy leaves state them (the latest leaf of a name; rebuilt from them at
+-- start); the member set is a separate table so revocation and membership are plain joins.
 CREATE TABLE IF NOT EXISTS policies (
   name        TEXT PRIMARY KEY,
   threshold   INTEGER NOT NULL CHECK (threshold >= 1),
   on_conflict TEXT NOT NULL CHECK (on_conflict IN ('block', 'ignore')),
   all_builders INTEGER NOT NULL DEFAULT 0, -- 1: the set is "every active builder" (the default policy)
-  updated_at  INTEGER NOT NULL
+  updated_at  INTEGER NOT NULL,
+  leaf_index  INTEGER                   -- the policy leaf that stated it
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS policy_builders (
   policy       TEXT NOT NULL REFERENCES policies(name) ON DELETE CASCADE,
@@ -104,10 +118,8 @@ CREATE TABLE IF NOT EXISTS decisions (
   PRIMARY KEY (policy, out_path)
 );
 -- No index on status: no query needs one, and under ingest it cost a random page write per decision.
-DROP INDEX IF EXISTS decisions_status;
 -- Every lookup by NAR asks for decisions with quorum; pending and blocked rows (most writes under
 -- ingest) stay out of the index.
-DROP INDEX IF EXISTS decisions_nar;
 CREATE INDEX IF NOT EXISTS decisions_quorum_nar ON decisions (nar_hash) WHERE status = 'quorum';
 
 -- NARs held by the blob store, keyed by narHash. A blob is written before its row (durable first).
@@ -176,8 +188,7 @@ BEGIN
   INSERT INTO web_advertised (policy, paths) VALUES (NEW.policy, 1) ON CONFLICT (policy) DO UPDATE SET paths = paths + 1;
 END;
 -- Only a change of status or NAR moves the count; an update of anything else (agreeing keys, the cache
--- Sig) fires nothing. The trigger of that name fired on every update until 2026-11.
-DROP TRIGGER IF EXISTS web_advertised_decision_update;
+-- Sig) fires nothing.
 CREATE TRIGGER IF NOT EXISTS web_advertised_decision_change AFTER UPDATE OF status, nar_hash ON decisions BEGIN
   UPDATE web_advertised SET paths = paths - 1
     WHERE policy = OLD.policy AND OLD.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = OLD.nar_hash);

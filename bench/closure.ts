@@ -29,6 +29,7 @@ import { createLogger } from '../src/log.js';
 import { formatSecretKey, formatPublicKey, generateSecretKey } from '../src/nix/keys.js';
 import { openService } from '../src/service.js';
 import { CLI_PATH, cpuSeconds, exec, median, startNginx, startQuorumServer, type BenchServer } from './common.js';
+import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
   options: {
@@ -149,7 +150,7 @@ try {
   });
   {
     const service = openService(loadConfig({ env: {}, flags: { dataDir } }), createLogger('error'));
-    for (const b of builders) service.registry.add(b.key.publicKey);
+    for (const b of builders) addBuilder(service, b.key.publicKey);
     service.close();
   }
   const ours = await startQuorumServer({ dataDir, cpus: serverCpu });

@@ -21,6 +21,7 @@ import { generateSecretKey, signRaw, verifyRaw } from '../src/nix/keys.js';
 import { loadConfig } from '../src/config.js';
 import { openService } from '../src/service.js';
 import { CLI_PATH, cpuSeconds, freePort, randomNarHash, randomStorePath, waitForHealth } from './common.js';
+import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,7 +38,7 @@ const dir = mkdtempSync(join(tmpdir(), 'nq-bench-ingest-'));
 const keys = Array.from({ length: 4 }, (_, i) => generateSecretKey(`bench-builder-${i}`));
 {
   const service = openService(loadConfig({ env: {}, flags: { dataDir: dir } }), createLogger('error'));
-  for (const k of keys) service.registry.add(k.publicKey);
+  for (const k of keys) addBuilder(service, k.publicKey);
   service.close();
 }
 

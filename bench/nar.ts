@@ -41,6 +41,7 @@ import { parseNarInfo } from '../src/nix/narinfo.js';
 import type { StorePath } from '../src/nix/storePath.js';
 import { openService } from '../src/service.js';
 import { exec, median, randomStorePath, startNginx, startQuorumServer, type BenchServer } from './common.js';
+import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
   options: {
@@ -122,7 +123,7 @@ try {
   const newDataDir = (i: number) => {
     const dataDir = join(work, `data-${i}`);
     const service = openService(loadConfig({ env: {}, flags: { dataDir } }), createLogger('error'));
-    for (const k of keys) service.registry.add(k.publicKey);
+    for (const k of keys) addBuilder(service, k.publicKey);
     service.close();
     return dataDir;
   };

@@ -44,6 +44,7 @@ import { nix32Encode } from '../src/nix/nix32.js';
 import { hashPartOf, type HashPart, type StorePath } from '../src/nix/storePath.js';
 import { openService } from '../src/service.js';
 import { cpuSeconds, exec, median, randomStorePath, startNginx, startQuorumServer, type BenchServer } from './common.js';
+import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
   options: {
@@ -72,7 +73,7 @@ mkdirSync(nginxRoot);
 const keys = [generateSecretKey('bench-builder-a'), generateSecretKey('bench-builder-b')];
 {
   const service = openService(loadConfig({ env: {}, flags: { dataDir } }), createLogger('error'));
-  for (const k of keys) service.registry.add(k.publicKey);
+  for (const k of keys) addBuilder(service, k.publicKey);
   service.close();
 }
 

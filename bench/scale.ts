@@ -49,6 +49,7 @@ import { DEFAULT_POLICY } from '../src/quorum/policies.js';
 import { openService, type Service } from '../src/service.js';
 import { QuorumLookup } from '../src/substituter/narinfo.js';
 import { CLI_PATH, freePort, percentile, randomNarHash, randomPackageName, randomStorePath, waitForHealth } from './common.js';
+import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
   options: {
@@ -434,7 +435,7 @@ const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
 try {
   const service = openService(loadConfig({ env: {}, flags: { dataDir: dir, logLevel: 'error' } }), createLogger('error'));
-  const builders = Array.from({ length: BUILDERS }, (_, i) => service.registry.add(generateSecretKey(`builder-${i}.example.org-1`).publicKey));
+  const builders = Array.from({ length: BUILDERS }, (_, i) => addBuilder(service, generateSecretKey(`builder-${i}.example.org-1`).publicKey).builder);
   service.db.pragma('synchronous = OFF');
   service.db.pragma(`cache_size = ${-(2 ** 20)}`);
   const loader = new BulkLoader(service, builders);

@@ -27,6 +27,7 @@ import { generateSecretKey } from '../src/nix/keys.js';
 import { dataPaths } from '../src/dataDir.js';
 import { openService } from '../src/service.js';
 import { CLI_PATH, freePort, randomNarHash, randomStorePath, waitForHealth } from './common.js';
+import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
   options: {
@@ -63,7 +64,7 @@ function packageName(): string {
 /** Writes `target` attestations by SQL in the real schema. */
 function load(): void {
   const service = openService(loadConfig({ env: {}, flags: { dataDir: dir, logLevel: 'error' } }), createLogger('error'));
-  const builders = Array.from({ length: 8 }, (_, i) => service.registry.add(generateSecretKey(`bench-builder-${i}`).publicKey));
+  const builders = Array.from({ length: 8 }, (_, i) => addBuilder(service, generateSecretKey(`bench-builder-${i}`).publicKey).builder);
   const { db } = service;
   const insert = db.prepare(
     `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)

@@ -26,9 +26,10 @@ export const configSchema = z
     listen: hostPort.default({ host: '127.0.0.1', port: 8080 }),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
     quorum: z
-      .object({ defaultThreshold: z.number().int().min(1, 'quorum.defaultThreshold must be at least 1').default(2) })
+      // The default policy's threshold when a ledger is created (2 if unset); later, `policy set default` changes it.
+      .object({ defaultThreshold: z.number().int().min(1, 'quorum.defaultThreshold must be at least 1').optional() })
       .strict()
-      .default({ defaultThreshold: 2 }),
+      .default({}),
     ledger: z
       .object({
         origin: z.string().regex(/^[^\s+]+$/, 'ledger.origin must be one token without spaces or "+"').optional(),

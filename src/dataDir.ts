@@ -1,6 +1,8 @@
+import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { QuorumError } from './errors.js';
 
 /** Files of the data directory, created on first start. */
 export function dataPaths(dataDir: string) {
@@ -12,7 +14,85 @@ export function dataPaths(dataDir: string) {
     noteSignerKey: join(dataDir, 'log-key.secret'),
     noteVerifierKey: join(dataDir, 'log-key.vkey'),
     nars: join(dataDir, 'nars'),
+    lock: join(dataDir, 'serve.lock'),
+    /** Where a running server says how to reach it, for admin commands given --data. */
+    server: join(dataDir, 'server.json'),
   };
+}
+
+/** Refuses a data directory without a ledger: every command but serve (which creates one) acts on an existing ledger. */
+export function requireLedger(dataDir: string): void {
+  if (!existsSync(dataPaths(dataDir).db)) {
+    throw new QuorumError('bad-data-dir', `no ledger in ${dataDir}: give the server's data directory with --data (nix-quorum serve --data DIR creates one)`, { field: 'data' });
+  }
+}
+
+/**
+ * An exclusive hold on a data directory, so that one process at a time writes its ledger: a second
+ * server would run its own group commit, caches and checkpoints on the same log. The hold is an
+ * exclusive SQLite lock (a POSIX lock the kernel drops when the process dies, even by SIGKILL).
+ */
+export class DataDirLock {
+  private constructor(private readonly db: Database.Database) {}
+
+  /** Takes the hold, or throws 'data-dir-locked' if another process has it. */
+  static acquire(dataDir: string): DataDirLock {
+    const db = new Database(dataPaths(dataDir).lock, { timeout: 0 });
+    try {
+      db.pragma('locking_mode = EXCLUSIVE');
+      // The first write takes the exclusive lock; EXCLUSIVE locking mode keeps it until close.
+      db.exec('CREATE TABLE IF NOT EXISTS held (pid INTEGER); DELETE FROM held;');
+      db.prepare('INSERT INTO held (pid) VALUES (?)').run(process.pid);
+      return new DataDirLock(db);
+    } catch (error) {
+      db.close();
+      if ((error as { code?: string }).code === 'SQLITE_BUSY') {
+        throw new QuorumError('data-dir-locked', `the data directory ${dataDir} is in use by another nix-quorum process (a running server, or an admin command)`, { field: 'data' });
+      }
+      throw error;
+    }
+  }
+
+  /** Whether another process holds the directory now. */
+  static held(dataDir: string): boolean {
+    if (!existsSync(dataPaths(dataDir).lock)) return false;
+    try {
+      DataDirLock.acquire(dataDir).release();
+      return false;
+    } catch (error) {
+      if (error instanceof QuorumError && error.code === 'data-dir-locked') return true;
+      throw error;
+    }
+  }
+
+  release(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+/** Reads the admin token, refusing one too short to be a secret (an empty file would open the admin API to anyone). */
+export function readAdminToken(file: string): string {
+  const token = readFileSync(file, 'utf8').trim();
+  if (token.length < MIN_TOKEN_LENGTH) {
+    throw new QuorumError(
+      'bad-config',
+      `${file} holds ${token.length === 0 ? 'no admin token' : `an admin token of only ${token.length} characters`}: it must be at least ${MIN_TOKEN_LENGTH}; ` +
+        `make one with \`openssl rand -hex 32 > ${file}\`, or delete the file to have a new one made`,
+      { field: 'admin-token' },
+    );
+  }
+  return token;
+}
+
+const MIN_TOKEN_LENGTH = 32;
+
+/** Secret files another user can read, for a warning at start (they are created 0600). */
+export function looseSecrets(files: string[]): Array<{ file: string; mode: string }> {
+  return files.filter((f) => existsSync(f) && (statSync(f).mode & 0o077) !== 0).map((file) => ({ file, mode: (statSync(file).mode & 0o777).toString(8) }));
+}
+
+export function removeQuietly(file: string): void {
+  rmSync(file, { force: true });
 }
 
 /** Writes a file durably and atomically (temp, fsync, rename, fsync dir) with the given mode. */

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { readFileSync } from 'node:fs';
+import { MIGRATIONS, SCHEMA_VERSION } from './db/migrations.js';
 import { QuorumError } from './errors.js';
 import { SCHEMA_FILE } from './paths.js';
 
@@ -14,8 +15,9 @@ function schema(): string {
 /**
  * Opens (and creates) the ledger database. WAL with synchronous=FULL: a COMMIT returns only after the
  * WAL is fsync'd, which is what makes "2xx means durable" true; group commit keeps fsyncs rare.
+ * A new database is made from schema.sql; an older one is migrated (`onMigrated` hears each step).
  */
-export function openDb(file: string): Db {
+export function openDb(file: string, onMigrated: (line: string) => void = () => {}): Db {
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
@@ -25,9 +27,41 @@ export function openDb(file: string): Db {
   db.pragma('cache_size = -131072');
   // A WAL that grew during a burst is cut back to this size once it restarts, not kept at its peak.
   db.pragma('journal_size_limit = 67108864');
-  migrate(db);
-  db.exec(schema());
+  try {
+    migrate(db, onMigrated);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
   return db;
+}
+
+/**
+ * A database without tables is new: schema.sql, at the latest version. Otherwise each migration
+ * newer than its `user_version` runs, in order, each in one transaction with its version bump.
+ */
+function migrate(db: Db, onMigrated: (line: string) => void): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) throw new QuorumError('schema-migration', `this ledger has schema version ${version}, newer than this nix-quorum knows (${SCHEMA_VERSION}): run a newer nix-quorum`);
+  const fresh = db.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table'").pluck().get() === 0;
+  if (fresh) {
+    db.transaction(() => {
+      db.exec(schema());
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    }).immediate();
+    return;
+  }
+  for (const m of MIGRATIONS) {
+    if (m.version <= version) continue;
+    const line = db.transaction(() => {
+      // Another process may have migrated meanwhile.
+      if ((db.pragma('user_version', { simple: true }) as number) >= m.version) return undefined;
+      const said = m.up(db);
+      db.pragma(`user_version = ${m.version}`);
+      return said;
+    }).immediate();
+    if (line !== undefined) onMigrated(`migration ${m.version} (${m.date}, ${m.name}): ${line}`);
+  }
 }
 
 /**
@@ -59,65 +93,3 @@ export function openReader(file: string): Db {
   return db;
 }
 
-interface TableColumn {
-  name: string;
-  type: string;
-  notnull: number;
-  dflt_value: string | null;
-  pk: number;
-}
-
-/** Columns and layout of each ordinary table, as comparable text. */
-function tableShapes(db: Db): Map<string, string> {
-  const tables = db.pragma('table_list') as Array<{ schema: string; name: string; type: string; wr: number; strict: number }>;
-  const shapes = new Map<string, string>();
-  for (const t of tables) {
-    if (t.schema !== 'main' || t.type !== 'table' || t.name.startsWith('sqlite_')) continue;
-    const columns = (db.pragma(`table_xinfo("${t.name}")`) as TableColumn[]).map((c) => [c.name, c.type, c.notnull, c.dflt_value, c.pk]);
-    shapes.set(t.name, JSON.stringify({ withoutRowid: t.wr, strict: t.strict, columns }));
-  }
-  return shapes;
-}
-
-/**
- * Brings the tables of an existing database to schema.sql. A table whose columns or layout differ is
- * rebuilt the way SQLite documents for changes ALTER TABLE cannot make (a new table, the columns both
- * have copied, the old one dropped, the new one renamed); triggers are dropped first and come back,
- * with the rebuilt tables' indexes, when schema.sql is applied. One transaction: all or nothing.
- */
-function migrate(db: Db): void {
-  const wanted = new Database(':memory:');
-  try {
-    wanted.exec(schema());
-    const target = tableShapes(wanted);
-    const stale = () => {
-      const current = tableShapes(db);
-      return [...target].filter(([name, shape]) => current.has(name) && current.get(name) !== shape).map(([name]) => name);
-    };
-    if (stale().length === 0) return;
-    // Has no effect inside a transaction; a rebuild drops tables that others reference.
-    db.pragma('foreign_keys = OFF');
-    try {
-      db.transaction(() => {
-        const tables = stale();
-        if (tables.length === 0) return;
-        for (const trigger of db.prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger'").pluck().all() as string[]) db.exec(`DROP TRIGGER "${trigger}"`);
-        for (const name of tables) {
-          const sql = wanted.prepare("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?").pluck().get(name) as string;
-          const rebuilt = `${name}_rebuilt`;
-          db.exec(`CREATE TABLE "${rebuilt}"${sql.slice(`CREATE TABLE ${name}`.length)}`);
-          const have = new Set((db.pragma(`table_xinfo("${name}")`) as TableColumn[]).map((c) => c.name));
-          const columns = (wanted.pragma(`table_xinfo("${name}")`) as TableColumn[]).filter((c) => have.has(c.name)).map((c) => `"${c.name}"`).join(', ');
-          db.exec(`INSERT INTO "${rebuilt}" (${columns}) SELECT ${columns} FROM "${name}"; DROP TABLE "${name}"; ALTER TABLE "${rebuilt}" RENAME TO "${name}"`);
-        }
-        db.exec(schema());
-        const broken = db.pragma('foreign_key_check') as unknown[];
-        if (broken.length > 0) throw new QuorumError('schema-migration', `rebuilding ${tables.join(', ')} for schema.sql would break ${broken.length} foreign key references`);
-      }).immediate();
-    } finally {
-      db.pragma('foreign_keys = ON');
-    }
-  } finally {
-    wanted.close();
-  }
-}

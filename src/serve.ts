@@ -5,6 +5,7 @@ import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { createHttpServer } from './server.js';
 import { openService, type Service } from './service.js';
+import { dataPaths, removeQuietly, writeFileDurable } from './dataDir.js';
 import type { BlobStore } from './blobstore/blobStore.js';
 import { createBlobStore } from './blobstore/config.js';
 import { NarCatalog } from './nars/catalog.js';
@@ -24,8 +25,7 @@ export interface RunningServer {
 }
 
 /** Opens the data directory and serves every role until close(). */
-export async function startServer(config: Config): Promise<RunningServer> {
-  const logger = createLogger(config.logLevel);
+export async function startServer(config: Config, logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const service = openService(config, logger);
   const metrics = createMetrics();
   service.ingestor.onCommitted(() => metrics.commits.inc());
@@ -68,6 +68,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
+  // Admin commands given --data find the server here (src/cli/admin.ts); a wildcard address is reached on loopback.
+  const local = address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '[::1]' : host;
+  writeFileDurable(dataPaths(config.dataDir).server, `${JSON.stringify({ url: `http://${local}:${address.port}`, pid: process.pid })}\n`);
   logger.info('listening', { url, dataDir: config.dataDir, origin: service.origin });
   return {
     service,
@@ -84,6 +87,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await closed;
       // Cache Sigs still being made for the last commits: store them rather than leave them to be made on read.
       await service.decisions.signaturesStored();
+      removeQuietly(dataPaths(config.dataDir).server);
       service.close();
     },
   };

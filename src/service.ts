@@ -1,27 +1,37 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { ensureDefaultPolicy } from './app/policies.js';
 import type { Config } from './config.js';
-import { dataPaths, newAdminToken, readOrCreate } from './dataDir.js';
+import { DataDirLock, dataPaths, looseSecrets, newAdminToken, readAdminToken, readOrCreate } from './dataDir.js';
 import { openDb, type Db } from './db.js';
+import { DbVersion } from './db/version.js';
 import { formatNoteSignerKey, formatNoteVerifierKey, generateNoteKey, parseNoteSignerKey, type NoteVerifierKey } from './ledger/checkpoint.js';
 import { CheckpointPublisher } from './ledger/checkpoints.js';
 import { Ingestor } from './ledger/ingest.js';
 import { MerkleLog } from './ledger/log.js';
-import { SignaturePool } from './ledger/signaturePool.js';
+import { rebuildProjection } from './ledger/projection.js';
 import { BuilderRegistry } from './ledger/registry.js';
+import { SignaturePool } from './ledger/signaturePool.js';
 import type { Logger } from './log.js';
 import { formatPublicKey, formatSecretKey, generateSecretKey, parseSecretKey, type SecretKey } from './nix/keys.js';
 import { DecisionMaterializer } from './quorum/decisions.js';
-import { ensureDefaultPolicy } from './quorum/policies.js';
+import { PolicyBook } from './quorum/policies.js';
 import { WalCheckpointer } from './wal/checkpointer.js';
 import { WalSync } from './wal/sync.js';
 
-/** Everything the server roles share: one database, one registry, one log, one set of keys. */
+/**
+ * Everything the use cases (src/app/) share: one database, its read models, one log, one set of
+ * keys. Opened by `serve` and by the local admin commands alike, which hold the data directory
+ * exclusively while it is open.
+ */
 export interface Service {
   config: Config;
   logger: Logger;
   db: Db;
+  /** What caches of registry and policy state are keyed on. */
+  version: DbVersion;
   registry: BuilderRegistry;
+  policies: PolicyBook;
   log: MerkleLog;
   ingestor: Ingestor;
   decisions: DecisionMaterializer;
@@ -42,53 +52,103 @@ function meta(db: Db, key: string, make: () => string): string {
   return value;
 }
 
-/** Opens the data directory, creating database, admin token and keys on first start. */
+/**
+ * Opens the data directory, making a new ledger (database, admin token, keys) on first start: the
+ * commands that act on an existing ledger call requireLedger first. At every start the registry and policy tables are rebuilt from the log's leaves and every decision
+ * is checked against the log, so a database edited while the server was down serves nothing the
+ * log does not imply.
+ */
 export function openService(config: Config, logger: Logger): Service {
   const paths = dataPaths(config.dataDir);
+  // Checked before anything is created: an empty token file would open the admin API to anyone.
+  const existingToken = existsSync(paths.adminToken) ? readAdminToken(paths.adminToken) : undefined;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const db = openDb(paths.db);
-  const walCheckpointer = new WalCheckpointer(db, logger);
-  const walSync = new WalSync(`${paths.db}-wal`);
-  const instance = meta(db, 'instance_id', () => randomBytes(4).toString('hex'));
-  const origin = config.ledger.origin ?? meta(db, 'origin', () => `nix-quorum-${instance}`);
-  const adminToken = readOrCreate(paths.adminToken, newAdminToken);
-  const cacheKey = parseSecretKey(readOrCreate(paths.cacheSecretKey, () => formatSecretKey(generateSecretKey(`nix-quorum-${instance}-1`))), 'cache key');
-  readOrCreate(paths.cachePublicKey, () => formatPublicKey(cacheKey.publicKey), 0o644);
-  const signer = parseNoteSignerKey(readOrCreate(paths.noteSignerKey, () => formatNoteSignerKey(generateNoteKey(origin))), 'log signer key');
-  const noteVerifier = signer.verifier;
-  const noteVerifierText = readOrCreate(paths.noteVerifierKey, () => formatNoteVerifierKey(noteVerifier), 0o644);
+  const lock = DataDirLock.acquire(config.dataDir);
+  let db: Db | undefined;
+  try {
+    db = openDb(paths.db, (line) => logger.info(line));
+    const version = new DbVersion(db);
+    const instance = meta(db, 'instance_id', () => randomBytes(4).toString('hex'));
+    const origin = meta(db, 'origin', () => config.ledger.origin ?? `nix-quorum-${instance}`);
+    // The origin names the log in every checkpoint its verifiers and witnesses pinned: fixed at creation.
+    if (config.ledger.origin !== undefined && config.ledger.origin !== origin) {
+      logger.warn('ledger.origin applies only when a ledger is created: this ledger keeps its origin', { configured: config.ledger.origin, origin });
+    }
+    const adminToken = existingToken ?? readOrCreate(paths.adminToken, newAdminToken);
+    const cacheKey = parseSecretKey(readOrCreate(paths.cacheSecretKey, () => formatSecretKey(generateSecretKey(`nix-quorum-${instance}-1`))), 'cache key');
+    readOrCreate(paths.cachePublicKey, () => formatPublicKey(cacheKey.publicKey), 0o644);
+    const signer = parseNoteSignerKey(readOrCreate(paths.noteSignerKey, () => formatNoteSignerKey(generateNoteKey(origin))), 'log signer key');
+    const noteVerifier = signer.verifier;
+    const noteVerifierText = readOrCreate(paths.noteVerifierKey, () => formatNoteVerifierKey(noteVerifier), 0o644);
+    for (const { file, mode } of looseSecrets([paths.adminToken, paths.cacheSecretKey, paths.noteSignerKey])) {
+      logger.warn('a secret file is readable by other users: chmod 600 it', { file, mode });
+    }
 
-  ensureDefaultPolicy(db, config.quorum.defaultThreshold);
-  const registry = new BuilderRegistry(db);
-  const log = new MerkleLog(db);
-  const signatures = new SignaturePool();
-  const ingestor = new Ingestor(db, registry, log, signatures, walSync);
-  const decisions = new DecisionMaterializer(db, registry, cacheKey, signatures, logger);
-  ingestor.onCommit(({ outPaths, votesOf, from }) => decisions.recompute(outPaths, { votesOf, appendedFrom: from }));
-  const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);
-  ingestor.onCommitted(() => checkpoints.committed());
-  checkpoints.publish();
+    const walCheckpointer = new WalCheckpointer(db, logger);
+    const walSync = new WalSync(`${paths.db}-wal`);
+    const registry = new BuilderRegistry(db, version);
+    const policies = new PolicyBook(db, version);
+    const log = new MerkleLog(db);
+    const signatures = new SignaturePool();
+    const ingestor = new Ingestor(db, registry, log, signatures, walSync);
+    const decisions = new DecisionMaterializer(db, registry, policies, cacheKey, signatures, logger);
+    ingestor.onCommit(({ outPaths, votesOf, from }) => decisions.recompute(outPaths, { votesOf, appendedFrom: from }));
+    const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);
+    ingestor.onCommitted(() => checkpoints.committed());
+    const service: Service = {
+      config,
+      logger,
+      db,
+      version,
+      registry,
+      policies,
+      log,
+      ingestor,
+      decisions,
+      checkpoints,
+      origin,
+      noteVerifier,
+      noteVerifierText,
+      cacheKey,
+      adminToken,
+      close() {
+        checkpoints.stop();
+        void signatures.close();
+        walCheckpointer.close();
+        walSync.close();
+        db!.close();
+        lock.release();
+      },
+    };
+    deriveFromLog(service);
+    ensureDefaultPolicy(service, config.quorum.defaultThreshold ?? 2);
+    const threshold = policies.require('default').threshold;
+    if (config.quorum.defaultThreshold !== undefined && threshold !== config.quorum.defaultThreshold) {
+      logger.warn('quorum.defaultThreshold applies only when a ledger is created: change the default policy with `nix-quorum policy set default --threshold K`', {
+        configured: config.quorum.defaultThreshold,
+        defaultPolicyThreshold: threshold,
+      });
+    }
+    checkpoints.publish();
+    return service;
+  } catch (error) {
+    if (db?.open) db.close();
+    lock.release();
+    throw error;
+  }
+}
 
-  return {
-    config,
-    logger,
-    db,
-    registry,
-    log,
-    ingestor,
-    decisions,
-    checkpoints,
-    origin,
-    noteVerifier,
-    noteVerifierText,
-    cacheKey,
-    adminToken,
-    close() {
-      checkpoints.stop();
-      void signatures.close();
-      walCheckpointer.close();
-      walSync.close();
-      db.close();
-    },
-  };
+/** Rebuilds the registry and policy tables from the log, then re-checks every decision (see openService). */
+function deriveFromLog(s: Service): void {
+  const started = performance.now();
+  const { paths, corrected, corrections } = s.db
+    .transaction(() => {
+      const { corrections } = rebuildProjection(s.db, s.log);
+      s.version.touch();
+      return { corrections, ...s.decisions.reconcile(s.log.size()) };
+    })
+    .immediate();
+  for (const line of corrections) s.logger.warn(`the database did not follow from the log: ${line}`);
+  if (corrected > 0) s.logger.warn('decisions that did not follow from the log were corrected', { corrected });
+  s.logger.info('decisions checked against the log', { paths, corrected, ms: Math.round(performance.now() - started) });
 }

@@ -1,123 +1,142 @@
 import Database from 'better-sqlite3';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openDb } from '../src/db.js';
+import { SCHEMA_VERSION } from '../src/db/migrations.js';
+import { encodeLeaf } from '../src/ledger/leaf.js';
+import { MerkleLog } from '../src/ledger/log.js';
+import { parseAttestation } from '../src/ledger/attestation.js';
+import { createLogger } from '../src/log.js';
+import { generateSecretKey } from '../src/nix/keys.js';
+import { openService } from '../src/service.js';
 import { tempDir } from './helpers/nix.js';
-import { randomNarHash, randomStorePath } from './helpers/ledger.js';
+import { randomNarHash, randomStorePath, signedAttestation, testConfig } from './helpers/ledger.js';
 
-// The decisions table as schema.sql defined it before it became a rowid table with cache_sig.
-const OLD_DECISIONS = `
-CREATE TABLE decisions (
-  policy TEXT NOT NULL, out_path TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('quorum', 'pending', 'blocked')),
-  nar_hash TEXT, nar_size INTEGER, refs TEXT, deriver TEXT, sigs TEXT, agreeing INTEGER NOT NULL, reason TEXT NOT NULL,
-  updated_at INTEGER NOT NULL, PRIMARY KEY (policy, out_path)
-) WITHOUT ROWID;
-CREATE INDEX decisions_status ON decisions (policy, status);
-CREATE INDEX decisions_nar ON decisions (nar_hash);`;
+/** Everything about a database's layout that the schema decides: tables with their columns, indexes, triggers. */
+function layout(db: Database.Database) {
+  const objects = db.prepare("SELECT type, name, tbl_name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name").all() as Array<{ type: string; name: string; tbl_name: string }>;
+  return objects.map((o) => {
+    if (o.type === 'table') {
+      const wr = (db.pragma('table_list') as Array<{ name: string; wr: number }>).find((t) => t.name === o.name)?.wr;
+      return { ...o, wr, columns: db.pragma(`table_xinfo("${o.name}")`) };
+    }
+    if (o.type === 'index') return { ...o, columns: db.pragma(`index_xinfo("${o.name}")`), partial: /\bWHERE\b/i.test(String(db.prepare('SELECT sql FROM sqlite_schema WHERE name = ?').pluck().get(o.name) ?? '')) };
+    return { ...o, sql: String(db.prepare('SELECT sql FROM sqlite_schema WHERE name = ?').pluck().get(o.name)).replace(/\s+/g, ' ') };
+  });
+}
 
-describe('openDb on a database of an older schema', () => {
-  it('rebuilds a table whose layout changed, keeps its rows, and brings back its triggers and indexes', () => {
+/** A ledger as nix-quorum wrote it in 2026-11 (test/fixtures/schema-2026-11.sql), with a registry, policies and attestations. */
+function ledgerOf202611(file: string) {
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.exec(readFileSync(join(import.meta.dirname, 'fixtures', 'schema-2026-11.sql'), 'utf8'));
+  const alice = generateSecretKey('alice-1');
+  const bob = generateSecretKey('bob-1');
+  const addBuilder = db.prepare('INSERT INTO builders (name, public_key, added_at, revoked_at) VALUES (?, ?, ?, ?)');
+  addBuilder.run('alice-1', alice.publicKey.raw, 1000, null);
+  addBuilder.run('bob-1', bob.publicKey.raw, 2000, 5000);
+  // The alias attack of old: alice's key under a second name.
+  addBuilder.run('alice-alias-1', alice.publicKey.raw, 3000, null);
+  // The identity point: anybody can sign for it.
+  addBuilder.run('nobody-1', Buffer.concat([Buffer.from([1]), Buffer.alloc(31)]), 4000, null);
+  db.exec("INSERT INTO policies (name, threshold, on_conflict, all_builders, updated_at) VALUES ('default', 2, 'block', 1, 100), ('strict', 2, 'ignore', 0, 200)");
+  db.exec("INSERT INTO policy_builders (policy, builder_name) VALUES ('strict', 'bob-1'), ('strict', 'alice-1')");
+  const log = new MerkleLog(db);
+  const leaves = [0, 1].map((i) => {
+    const a = parseAttestation({ ...signedAttestation(alice, { outPath: randomStorePath(`p${i}`), narHash: randomNarHash() }), narinfoSignature: null });
+    db.prepare(
+      'INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, NULL, 1)',
+    ).run(i, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, a.references.join(','), a.signature);
+    return encodeLeaf(a);
+  });
+  log.append(0, leaves);
+  db.close();
+  return { alice, bob };
+}
+
+describe('the schema and its numbered migrations', () => {
+  it('makes a new ledger from schema.sql, at the latest version', () => {
     const dir = tempDir('db');
-    const file = join(dir, 'ledger.sqlite');
     try {
-      openDb(file).close();
-      const old = new Database(file);
-      for (const trigger of old.prepare("SELECT name FROM sqlite_schema WHERE type = 'trigger'").pluck().all() as string[]) old.exec(`DROP TRIGGER ${trigger}`);
-      old.exec(`DROP TABLE decisions; ${OLD_DECISIONS}`);
-      const [advertised, pending, later] = [randomStorePath('a'), randomStorePath('b'), randomStorePath('c')];
-      const narHash = randomNarHash();
-      const insert = old.prepare('INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, deriver, sigs, agreeing, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
-      insert.run('default', advertised, 'quorum', narHash, 120, '', null, 'b1:sig', 2, '2 of 2 trusted keys agree (threshold 2)', 1);
-      insert.run('default', pending, 'pending', null, null, null, null, null, 1, '1 of 2 trusted keys agree; 2 needed', 2);
-      old.prepare("INSERT INTO nars (nar_hash, nar_size, blob_key, compression, file_hash, file_size, created_at) VALUES (?, 120, 'nar/x.nar', 'none', ?, 120, 1)").run(narHash, narHash);
-      old.exec("INSERT INTO web_advertised (policy, paths) VALUES ('default', 1)");
-      old.close();
+      const db = openDb(join(dir, 'ledger.sqlite'));
+      expect(db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+      expect(db.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'operator_leaves'").pluck().get()).toBe(1);
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
-      const db = openDb(file);
-      const layout = (db.pragma('table_list') as Array<{ name: string; wr: number }>).find((t) => t.name === 'decisions');
-      expect(layout?.wr).toBe(0);
-      expect(db.prepare('SELECT out_path, status, nar_hash, sigs, cache_sig, reason FROM decisions ORDER BY updated_at').all()).toEqual([
-        { out_path: advertised, status: 'quorum', nar_hash: narHash, sigs: 'b1:sig', cache_sig: null, reason: '2 of 2 trusted keys agree (threshold 2)' },
-        { out_path: pending, status: 'pending', nar_hash: null, sigs: null, cache_sig: null, reason: '1 of 2 trusted keys agree; 2 needed' },
+  it('migrates a 2026-11 ledger once: its registry and policies become leaves after its attestations, and its layout is a new ledger\'s', () => {
+    const dir = tempDir('db');
+    try {
+      const file = join(dir, 'ledger.sqlite');
+      const { alice, bob } = ledgerOf202611(file);
+      const said: string[] = [];
+      const db = openDb(file, (line) => said.push(line));
+      expect(said).toHaveLength(1);
+      expect(said[0]).toMatch(/^migration 1 \(2026-12-02, registry and policy leaves in the log\): appended the registry \(2 builders, 1 revocations\) and 2 policies to the log as leaves 2 to 6/);
+      expect(said[0]).toMatch(/not carried over, and never counting again: alice-alias-1 \(same key as alice-1\), nobody-1 \(it is a point of small order/);
+      expect(db.prepare('SELECT leaf_index, leaf FROM operator_leaves ORDER BY leaf_index').raw().all()).toEqual([
+        [2, `nix-quorum-builder-v1;add;alice-1;${alice.publicKey.raw.toString('base64')};1000`],
+        [3, `nix-quorum-builder-v1;add;bob-1;${bob.publicKey.raw.toString('base64')};2000`],
+        [4, 'nix-quorum-builder-v1;revoke;bob-1;;5000'],
+        [5, 'nix-quorum-policy-v1;default;2;block;*;100'],
+        [6, 'nix-quorum-policy-v1;strict;2;ignore;alice-1,bob-1;200'],
       ]);
-      const indexes = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'decisions'").pluck().all();
-      expect(indexes).toEqual(expect.arrayContaining(['decisions_quorum_nar']));
-      expect(indexes).not.toContain('decisions_status');
-      expect(indexes).not.toContain('decisions_nar');
-      // The web counters' triggers are back: a second advertised path with a NAR counts.
-      db.prepare("INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, agreeing, reason, updated_at) VALUES ('default', ?, 'quorum', ?, 120, '', 2, 'r', 3)").run(later, narHash);
-      expect(db.prepare("SELECT paths FROM web_advertised WHERE policy = 'default'").pluck().get()).toBe(2);
+      expect(new MerkleLog(db).size()).toBe(7);
+      expect(db.prepare('SELECT name, added_leaf, revoked_leaf FROM builders ORDER BY id').raw().all()).toEqual([
+        ['alice-1', 2, null],
+        ['bob-1', 3, 4],
+        ['alice-alias-1', null, null],
+        ['nobody-1', null, null],
+      ]);
+
+      const fresh = openDb(join(dir, 'fresh.sqlite'));
+      expect(layout(db)).toEqual(layout(fresh));
+      fresh.close();
       db.close();
 
-      const again = openDb(file);
-      expect(again.prepare('SELECT COUNT(*) FROM decisions').pluck().get()).toBe(3);
-      again.close();
+      const again: string[] = [];
+      openDb(file, (line) => again.push(line)).close();
+      expect(again).toEqual([]);
+
+      // The server derives its registry from these leaves: the alias and the identity key never count.
+      const service = openService(testConfig(dir), createLogger('error'));
+      try {
+        expect(service.registry.active().map((b) => b.name)).toEqual(['alice-1']);
+        expect(service.log.size()).toBe(7);
+      } finally {
+        service.close();
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
-});
 
-// The advertised-paths trigger on decisions as schema.sql defined it before it fired only on a change of status or NAR.
-const OLD_ADVERTISED_TRIGGER = `
-CREATE TRIGGER web_advertised_decision_update AFTER UPDATE ON decisions BEGIN
-  UPDATE web_advertised SET paths = paths - 1
-    WHERE policy = OLD.policy AND OLD.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = OLD.nar_hash);
-  INSERT INTO web_advertised (policy, paths)
-    SELECT NEW.policy, 1 WHERE NEW.status = 'quorum' AND EXISTS (SELECT 1 FROM nars WHERE nar_hash = NEW.nar_hash)
-    ON CONFLICT (policy) DO UPDATE SET paths = paths + 1;
-END;`;
-
-describe('openDb on a database with the older advertised-paths trigger', () => {
-  it('replaces it, so each decision counts once however often it is updated', () => {
+  it('refuses a ledger of a newer schema, and one older than the 2026-11 layout, changing nothing', () => {
     const dir = tempDir('db');
-    const file = join(dir, 'trigger.sqlite');
     try {
-      const first = openDb(file);
-      first.exec('DROP TRIGGER web_advertised_decision_change');
-      first.exec(OLD_ADVERTISED_TRIGGER);
-      first.close();
+      const newer = join(dir, 'newer.sqlite');
+      openDb(newer).close();
+      const n = new Database(newer);
+      n.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+      n.close();
+      expect(() => openDb(newer)).toThrow(/schema version \d+, newer than this nix-quorum knows/);
 
-      const db = openDb(file);
-      const narHash = randomNarHash();
-      db.prepare("INSERT INTO nars (nar_hash, nar_size, blob_key, compression, file_hash, file_size, created_at) VALUES (?, 120, 'nar/x.nar', 'none', ?, 120, 1)").run(narHash, narHash);
-      const outPath = randomStorePath('a');
-      db.prepare("INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, agreeing, reason, updated_at) VALUES ('default', ?, 'quorum', ?, 120, '', 2, 'r', 1)").run(outPath, narHash);
-      const advertised = () => db.prepare("SELECT paths FROM web_advertised WHERE policy = 'default'").pluck().get();
-      expect(advertised()).toBe(1);
-      db.prepare("UPDATE decisions SET agreeing = 3, cache_sig = 'k:sig' WHERE out_path = ?").run(outPath);
-      expect(advertised()).toBe(1);
-      db.prepare("UPDATE decisions SET status = 'blocked', nar_hash = NULL WHERE out_path = ?").run(outPath);
-      expect(advertised()).toBe(0);
-      db.prepare("UPDATE decisions SET status = 'quorum', nar_hash = ? WHERE out_path = ?").run(narHash, outPath);
-      expect(advertised()).toBe(1);
-      db.close();
+      const older = join(dir, 'older.sqlite');
+      ledgerOf202611(older);
+      const o = new Database(older);
+      o.exec('ALTER TABLE nars DROP COLUMN file_crc32');
+      o.close();
+      expect(() => openDb(older)).toThrow(/predates the 2026-11 layout \(table nars lacks file_crc32\)/);
+      const after = new Database(older);
+      expect(after.pragma('user_version', { simple: true })).toBe(0);
+      expect(after.prepare("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'operator_leaves'").pluck().get()).toBe(0);
+      after.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
-});
-
-const columns = (db: ReturnType<typeof openDb>, table: string) => db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[];
-
-describe('openDb on a database without a column added since', () => {
-  it('adds the column, keeping its rows, and opens it again unchanged', () => {
-    const dir = tempDir('db');
-    const file = join(dir, 'older.sqlite');
-    const older = openDb(file);
-    // A database written before nars.file_crc32 existed.
-    older.exec('ALTER TABLE nars DROP COLUMN file_crc32');
-    older.prepare("INSERT INTO nars (nar_hash, nar_size, blob_key, compression, file_hash, file_size, created_at) VALUES ('sha256:x', 1, 'nar/x.nar', 'none', 'sha256:x', 1, 0)").run();
-    expect(columns(older, 'nars')).not.toContain('file_crc32');
-    older.close();
-
-    for (let i = 0; i < 2; i++) {
-      const db = openDb(file);
-      expect(columns(db, 'nars')).toContain('file_crc32');
-      expect(db.prepare('SELECT nar_hash, file_crc32 FROM nars').all()).toEqual([{ nar_hash: 'sha256:x', file_crc32: null }]);
-      db.close();
-    }
-    rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -46,7 +46,9 @@ function isTransient(error: unknown): boolean {
 
 /** The server refused the content itself (bad JSON fields, NAR bytes not matching the claim): retrying cannot help. */
 function isPermanent(error: unknown): boolean {
-  return error instanceof QuorumError && (error.code.startsWith('bad-') || error.code === 'too-large');
+  if (!(error instanceof QuorumError)) return false;
+  const code = error.code === 'refused' ? (error.remoteCode ?? '') : error.code;
+  return code.startsWith('bad-') || code === 'too-large';
 }
 
 /** Exponential backoff with jitter: base, 2·base, 4·base … capped at max. */

@@ -22,7 +22,7 @@ const IDLE_TIMEOUT_MS = 60_000;
 const JSON_TIMEOUT_MS = 60_000;
 const UPSTREAM_TIMEOUT_MS = 15_000;
 
-/** Turns a non-2xx answer into a QuorumError: 5xx is 'unavailable' (retry), 4xx keeps the server's code. */
+/** Turns a non-2xx answer into a QuorumError: 5xx is 'unavailable' (retry), 4xx is 'refused' carrying the server's code. */
 function answerError(what: string, status: number, text: string): QuorumError {
   let body: { error?: unknown; code?: unknown } = {};
   try {
@@ -31,8 +31,8 @@ function answerError(what: string, status: number, text: string): QuorumError {
     // Not JSON (a proxy's page, a route that does not exist yet): the text is the message.
   }
   const message = typeof body.error === 'string' ? body.error : text.trim().slice(0, 300);
-  const code = status >= 500 ? 'unavailable' : typeof body.code === 'string' ? body.code : `http-${status}`;
-  return new QuorumError(code, `${what}: ${status} ${message}`);
+  const remoteCode = typeof body.code === 'string' ? body.code.slice(0, 64) : `http-${status}`;
+  return new QuorumError(status >= 500 ? 'unavailable' : 'refused', `${what}: ${status} ${message}`, { remoteCode });
 }
 
 /**

@@ -1,13 +1,17 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../config.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { addBuilder, revokeBuilder } from '../app/builders.js';
+import { deletePolicy, listPolicies, setPolicy } from '../app/policies.js';
+import { loadConfig, type Config } from '../config.js';
+import { DataDirLock, dataPaths, readAdminToken, requireLedger } from '../dataDir.js';
 import { QuorumError } from '../errors.js';
-import { createLogger } from '../log.js';
-import { builderJson } from '../ledger/registry.js';
-import { parsePublicKey } from '../nix/keys.js';
-import { policyInput, policyJson, requirePolicy } from '../quorum/policies.js';
-import { describeZodError } from '../ledger/attestation.js';
-import { openService } from '../service.js';
 import { httpJson } from '../http/client.js';
+import { describeZodError } from '../ledger/attestation.js';
+import { builderJson } from '../ledger/registry.js';
+import { createLogger } from '../log.js';
+import { parsePublicKey } from '../nix/keys.js';
+import { policyInput } from '../quorum/policies.js';
+import { openService } from '../service.js';
 import { action } from './run.js';
 
 interface Target {
@@ -23,6 +27,7 @@ interface Admin {
   listBuilders(): Promise<unknown>;
   revokeBuilder(name: string): Promise<unknown>;
   setPolicy(name: string, body: { threshold: number; builders: string[] | null; onConflict: 'block' | 'ignore' }): Promise<unknown>;
+  deletePolicy(name: string): Promise<unknown>;
   listPolicies(): Promise<unknown>;
   close(): void;
 }
@@ -35,52 +40,82 @@ function remoteAdmin(server: string, token: string | undefined): Admin {
     listBuilders: () => call('GET', 'api/v1/builders'),
     revokeBuilder: (name) => call('POST', `api/v1/builders/${encodeURIComponent(name)}/revoke`),
     setPolicy: (name, body) => call('PUT', `api/v1/policies/${encodeURIComponent(name)}`, body),
+    deletePolicy: (name) => call('DELETE', `api/v1/policies/${encodeURIComponent(name)}`),
     listPolicies: () => call('GET', 'api/v1/policies'),
     close() {},
   };
 }
 
-function localAdmin(target: Target): Admin {
-  const config = loadConfig({ file: target.config, flags: target.data ? { dataDir: target.data } : {} });
+/** The use cases of src/app/ on a ledger this process opened (and holds while it runs). */
+function localAdmin(config: Config): Admin {
   const service = openService(config, createLogger('warn'));
+  // Decisions that reached quorum get their cache Sig after the change: wait for it before exiting.
+  const settled = async <T>(value: T) => {
+    await service.decisions.signaturesStored();
+    return value;
+  };
   return {
-    addBuilder: async (publicKey) => builderJson(service.registry.add(parsePublicKey(publicKey))),
-    listBuilders: async () => ({ builders: service.registry.list().map(builderJson) }),
-    // Decisions that reached quorum get their cache Sig after the change: wait for it before exiting.
-    revokeBuilder: async (name) => {
-      const revoked = service.registry.revoke(name);
-      await service.decisions.signaturesStored();
-      return builderJson(revoked);
-    },
-    setPolicy: async (name, body) => {
+    addBuilder: async (publicKey) => builderJson(addBuilder(service, parsePublicKey(publicKey)).builder),
+    listBuilders: async () => ({ builders: service.registry.list().filter((b) => b.addedLeaf !== null).map(builderJson) }),
+    revokeBuilder: (name) => settled(builderJson(revokeBuilder(service, name))),
+    setPolicy: (name, body) => {
       const parsed = policyInput.safeParse({ name, ...body });
-      if (!parsed.success) throw new QuorumError('bad-policy', describeZodError(parsed.error));
-      const p = parsed.data;
-      service.decisions.setPolicy({ name: p.name, threshold: p.threshold, onConflict: p.onConflict, builders: p.builders === null ? null : new Set(p.builders) });
-      await service.decisions.signaturesStored();
-      return policyJson(requirePolicy(service.decisions.getPolicies(), name));
+      if (!parsed.success) throw new QuorumError('bad-policy', describeZodError(parsed.error), { field: String(parsed.error.issues[0]?.path[0] ?? '') });
+      return settled(setPolicy(service, parsed.data));
     },
-    listPolicies: async () => ({ policies: service.decisions.getPolicies().map(policyJson) }),
+    deletePolicy: async (name) => {
+      deletePolicy(service, name);
+      return { deleted: name };
+    },
+    listPolicies: async () => ({ policies: listPolicies(service) }),
     close: () => service.close(),
   };
 }
 
-function adminFor(opts: Target): Admin {
+/** How long an admin command waits for a server that holds the directory to say where it listens (it may be starting). */
+const SERVER_FILE_WAIT_MS = 10_000;
+
+/**
+ * A data directory a running server holds is changed through that server, so the change takes
+ * effect in it at once (its caches, its group commit and its checkpoints are its own).
+ */
+async function runningServer(dataDir: string): Promise<{ url: string; token: string } | undefined> {
+  const paths = dataPaths(dataDir);
+  for (const started = Date.now(); DataDirLock.held(dataDir); await new Promise((r) => setTimeout(r, 100))) {
+    if (existsSync(paths.server)) {
+      const { url } = JSON.parse(readFileSync(paths.server, 'utf8')) as { url: string };
+      return { url, token: readAdminToken(paths.adminToken) };
+    }
+    if (Date.now() - started > SERVER_FILE_WAIT_MS) {
+      throw new QuorumError('data-dir-locked', `the data directory ${dataDir} is held by another process that is not a listening server (an admin command still running?): try again`, { field: 'data' });
+    }
+  }
+  return undefined;
+}
+
+async function adminFor(opts: Target): Promise<Admin> {
   const server = opts.server ?? process.env.NIX_QUORUM_SERVER;
   if (server && !opts.data) return remoteAdmin(server, opts.adminToken ?? process.env.NIX_QUORUM_ADMIN_TOKEN);
-  return localAdmin(opts);
+  const config = loadConfig({ file: opts.config, flags: opts.data ? { dataDir: opts.data } : {} });
+  requireLedger(config.dataDir);
+  const running = await runningServer(config.dataDir);
+  if (running) {
+    process.stderr.write(`nix-quorum: ${config.dataDir} is served by ${running.url}: changing it through that server\n`);
+    return remoteAdmin(running.url, running.token);
+  }
+  return localAdmin(config);
 }
 
 function withTarget(cmd: Command): Command {
   return cmd
-    .option('--data <dir>', 'act on this local data directory (default ./data)')
+    .option('--data <dir>', 'act on this data directory (default ./data); through its server if one runs on it')
     .option('--config <file>', 'config file (JSON) of the local server')
     .option('--server <url>', 'act through this server\'s admin API (env NIX_QUORUM_SERVER)')
     .option('--admin-token <token>', 'admin token for --server (env NIX_QUORUM_ADMIN_TOKEN)');
 }
 
 async function run(opts: Target, fn: (admin: Admin) => Promise<unknown>): Promise<void> {
-  const admin = adminFor(opts);
+  const admin = await adminFor(opts);
   try {
     process.stdout.write(`${JSON.stringify(await fn(admin), null, 2)}\n`);
   } finally {
@@ -111,5 +146,7 @@ export function registerAdmin(program: Command): void {
   ).action(action((name: string, opts: Target & { threshold: number; builders?: string; onConflict: string }) =>
     run(opts, (a) => a.setPolicy(name, { threshold: opts.threshold, builders: opts.builders ? opts.builders.split(',').map((s) => s.trim()).filter(Boolean) : null, onConflict: opts.onConflict as 'block' | 'ignore' })),
   ));
-  withTarget(policy.command('list').description('list policies')).action(action((opts: Target) => run(opts, (a) => a.listPolicies())));
+  withTarget(policy.command('delete').description('delete a policy: its paths are no longer served under /policy/<name>/').argument('<name>', 'policy name'))
+    .action(action((name: string, opts: Target) => run(opts, (a) => a.deletePolicy(name))));
+  withTarget(policy.command('list').description('list policies; a policy that revocations left without enough keys is flagged impossible')).action(action((opts: Target) => run(opts, (a) => a.listPolicies())));
 }

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { existsSync } from 'node:fs';
 import { createBlobStore } from '../blobstore/config.js';
 import { loadConfig } from '../config.js';
-import { dataPaths } from '../dataDir.js';
+import { DataDirLock, dataPaths, requireLedger } from '../dataDir.js';
 import { openDb } from '../db.js';
 import { QuorumError } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -25,10 +24,17 @@ export function registerGc(program: Command): void {
     .option('--dry-run', 'list what would be deleted, delete nothing')
     .action(action(async (opts: GcFlags) => {
       const config = loadConfig({ file: opts.config, flags: opts.data ? { dataDir: opts.data } : {} });
-      const dbFile = dataPaths(config.dataDir).db;
       // Opening would create an empty database: a mistyped --data must not look like "nothing to delete".
-      if (!existsSync(dbFile)) throw new QuorumError('bad-data-dir', `no database at ${dbFile}: give the server's data directory with --data`, { field: 'data' });
-      const db = openDb(dbFile);
+      requireLedger(config.dataDir);
+      // A running server uploads and decides meanwhile, and collects on gc.cron itself.
+      let lock;
+      try {
+        lock = DataDirLock.acquire(config.dataDir);
+      } catch (error) {
+        if (error instanceof QuorumError && error.code === 'data-dir-locked') throw new QuorumError('data-dir-locked', `${error.message}: a server collects garbage itself on gc.cron; stop it to run gc by hand`, { field: 'data' });
+        throw error;
+      }
+      const db = openDb(dataPaths(config.dataDir).db);
       try {
         const blobs = await createBlobStore(config.blobStore, config.dataDir);
         const result = await collectGarbage({
@@ -42,6 +48,7 @@ export function registerGc(program: Command): void {
         process.stdout.write(formatGcReport(result, opts.dryRun ?? false));
       } finally {
         db.close();
+        lock.release();
       }
     }));
 }

@@ -27,7 +27,10 @@ function readState(file: string): AuditState | undefined {
 export function registerVerify(program: Command): void {
   program
     .command('verify')
-    .description('audit a ledger: every builder signature, the tree against the signed checkpoint, and consistency with the last checkpoint this machine saw')
+    .description(
+      'audit a ledger by replaying its log: the registry and policies from their leaves, every builder signature under the key the log bound its name to, ' +
+        'the tree against the signed checkpoint, consistency with the last checkpoint this machine saw, and every decision the server serves against the quorum rule',
+    )
     .requiredOption('--server <url>', 'the nix-quorum server (env NIX_QUORUM_SERVER)', process.env.NIX_QUORUM_SERVER)
     .option('--log-key <vkey>', 'pin the log key (C2SP vkey, from GET /api/v1/log/key out of band); default: the key remembered from the last run, or trust on first use')
     .option('--state <file>', 'where the last verified checkpoint is remembered (default ~/.local/state/nix-quorum/verify/<server>.json)')
@@ -42,15 +45,23 @@ export function registerVerify(program: Command): void {
       } finally {
         bar.stop();
       }
+      // The tree itself verified (history consistent): remembered even when what is served does not follow from it.
       writeFileDurable(file, `${JSON.stringify(report.state, null, 2)}\n`);
+      const ok = report.problems.length === 0;
+      if (!ok) process.exitCode = 1;
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify({ ok: true, origin: report.checkpoint.origin, size: report.checkpoint.size, rootHash: report.state.rootHash, previous: report.previous ?? null, equivocations: report.equivocations }, null, 2)}\n`);
+        const { checkpoint, state, previous, equivocations, problems, notes, replayed } = report;
+        process.stdout.write(`${JSON.stringify({ ok, origin: checkpoint.origin, size: checkpoint.size, rootHash: state.rootHash, previous: previous ?? null, replayed, problems, notes, equivocations }, null, 2)}\n`);
         return;
       }
+      const { builders, policies, attestations, decisions } = report.replayed;
       const lines = [
-        `ok: ${report.checkpoint.origin}: ${report.verifiedEntries} entries verified, root ${report.state.rootHash}`,
+        `${ok ? 'ok' : 'FAILED'}: ${report.checkpoint.origin}: ${report.verifiedEntries} entries verified, root ${report.state.rootHash}`,
+        `replayed ${builders} builders, ${policies} policies and ${attestations} attestations: ${decisions} paths with quorum`,
         report.previous ? `consistent with the checkpoint seen before (size ${report.previous.size})` : `first run: remembering this checkpoint in ${file}`,
+        ...report.notes.map((n) => `note: ${n}`),
         ...report.equivocations.map((e) => `evidence: ${e.builder} signed different contents for ${e.outPath} (entries ${e.leaves.join(', ')})`),
+        ...report.problems.map((p) => `problem: ${p}`),
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
     }));

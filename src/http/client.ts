@@ -25,8 +25,8 @@ export async function httpJson(url: string, options: { method?: string; body?: u
   }
   if (!res.ok) {
     const message = typeof body === 'object' && body !== null && 'error' in body ? String((body as { error: unknown }).error) : text.slice(0, 500);
-    const code = typeof body === 'object' && body !== null && 'code' in body ? String((body as { code: unknown }).code) : `http-${res.status}`;
-    throw new QuorumError(res.status >= 500 ? 'unavailable' : code, `${options.method ?? 'GET'} ${new URL(url).pathname}: ${res.status} ${message}`);
+    const remoteCode = typeof body === 'object' && body !== null && 'code' in body ? String((body as { code: unknown }).code).slice(0, 64) : `http-${res.status}`;
+    throw new QuorumError(res.status >= 500 ? 'unavailable' : 'refused', `${options.method ?? 'GET'} ${new URL(url).pathname}: ${res.status} ${message}`, { remoteCode });
   }
   return body;
 }

@@ -2,30 +2,6 @@ import type { ErrorRequestHandler } from 'express';
 import { QuorumError } from '../errors.js';
 import type { Logger } from '../log.js';
 
-/** HTTP status for each QuorumError code family; unknown codes are client errors only if they start with bad-. */
-export function statusFor(code: string): number {
-  if (code.startsWith('bad-')) return 400;
-  switch (code) {
-    case 'unauthorized':
-      return 401;
-    case 'unknown-builder':
-    case 'revoked-builder':
-    case 'forbidden':
-      return 403;
-    case 'not-found':
-    case 'unknown-policy':
-      return 404;
-    case 'builder-exists':
-      return 409;
-    case 'too-large':
-      return 413;
-    case 'unavailable':
-      return 503;
-    default:
-      return 500;
-  }
-}
-
 /** Express error handler: QuorumError -> JSON {error, code, field}; body-parser errors named; never a stack trace. */
 export function jsonErrors(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
@@ -38,7 +14,7 @@ export function jsonErrors(log: Logger): ErrorRequestHandler {
     let status = 500;
     let body: { error: string; code: string; field?: string };
     if (err instanceof QuorumError) {
-      status = statusFor(err.code);
+      status = err.status;
       body = { error: err.message, code: err.code, ...(err.field ? { field: err.field } : {}) };
     } else if (err?.type === 'entity.parse.failed') {
       status = 400;

@@ -30,7 +30,7 @@ export interface AppendedBatch {
 export type CommitHook = (batch: AppendedBatch) => void;
 
 interface Pending {
-  items: Array<{ attestation: Attestation; builderId: number }>;
+  items: Array<{ attestation: Attestation; builderId: number; key: string }>;
   resolve: (results: IngestResult[]) => void;
   reject: (error: unknown) => void;
 }
@@ -69,7 +69,7 @@ export class Ingestor {
     private readonly verifier: SignaturePool,
     private readonly walSync: WalSync,
   ) {
-    this.votesOf = pathVotes(db);
+    this.votesOf = pathVotes(db, registry);
     this.insert = db.prepare(
       `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -94,10 +94,9 @@ export class Ingestor {
     const results: Array<IngestResult | undefined> = [];
     const known: Array<{ index: number; attestation: Attestation; builder: Builder }> = [];
     attestations.forEach((a, i) => {
-      const builder = this.registry.get(a.builder);
-      if (!builder) results[i] = { status: 'rejected', code: 'unknown-builder', reason: `builder: no registered builder key named ${a.builder}` };
-      else if (builder.revokedAt !== null) results[i] = { status: 'rejected', code: 'revoked-builder', reason: `builder: the key ${a.builder} was revoked` };
-      else known.push({ index: i, attestation: a, builder });
+      const rejected = this.refusal(a.builder);
+      if (rejected) results[i] = rejected;
+      else known.push({ index: i, attestation: a, builder: this.registry.get(a.builder)! });
     });
     this.verifying++;
     const valid = await this.verifier.verify(known.map(({ attestation: a, builder }) => ({ key: builder.publicKey, message: Buffer.from(statementText(a)), signature: a.signature })));
@@ -108,7 +107,7 @@ export class Ingestor {
       if (!valid[k]) {
         results[index] = { status: 'rejected', code: 'bad-signature', reason: `signature: not a valid signature by ${builder.name} over the attestation statement` };
       } else {
-        items.push({ attestation, builderId: builder.id });
+        items.push({ attestation, builderId: builder.id, key: builder.keyId });
         slots.push(index);
       }
     });
@@ -121,6 +120,19 @@ export class Ingestor {
     this.schedule();
     (await committed).forEach((r, j) => (results[slots[j]!] = r));
     return results as IngestResult[];
+  }
+
+  /**
+   * Why a name may not attest, or undefined: it must be a key the log registered under that name and
+   * did not revoke (a second row holding a registered key, which only an edit of the database makes,
+   * is refused too: one key is one builder).
+   */
+  private refusal(name: string): Extract<IngestResult, { status: 'rejected' }> | undefined {
+    const builder = this.registry.get(name);
+    if (!builder || builder.addedLeaf === null) return { status: 'rejected', code: 'unknown-builder', reason: `builder: no registered builder key named ${name}` };
+    if (!builder.active) return { status: 'rejected', code: 'revoked-builder', reason: `builder: the key ${name} was revoked` };
+    if (this.registry.activeKey(name) === undefined) return { status: 'rejected', code: 'unknown-builder', reason: `builder: ${name} holds a key registered under another name` };
+    return undefined;
   }
 
   /**
@@ -187,21 +199,24 @@ export class Ingestor {
     // Each path's attestations are read once per commit; this batch's own join them as they are added.
     const votes = new Map<string, PathVote[]>();
     const results = batch.map((p) =>
-      p.items.map(({ attestation: a, builderId }): IngestResult => {
+      p.items.map(({ attestation: a, builderId, key }): IngestResult => {
+        // A revocation may have committed while the signature was being verified: it wins.
+        const rejected = this.refusal(a.builder);
+        if (rejected) return rejected;
         let pathVotes = votes.get(a.outPath);
         if (!pathVotes) votes.set(a.outPath, (pathVotes = [...this.votesOf(a.outPath)]));
-        const existing = pathVotes.filter((v) => v.builderId === builderId);
+        const existing = pathVotes.filter((v) => v.key === key);
         const refs = a.references.join(',');
         const same = existing.find((e) => e.narHash === a.narHash && e.narSize === a.narSize && e.refs === refs && e.drvPath === a.drvPath && e.outputName === a.outputName);
         if (same) return { status: 'duplicate', leafIndex: same.leafIndex };
         const leafIndex = start + leaves.length;
         this.insert.run(leafIndex, builderId, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, refs, a.signature, a.narinfoSignature, now);
         leaves.push(encodeLeaf(a));
-        const vote: PathVote = { leafIndex, builderId, builder: a.builder, drvPath: a.drvPath, outputName: a.outputName, narHash: a.narHash, narSize: a.narSize, refs, narinfoSignature: a.narinfoSignature };
+        const vote: PathVote = { leafIndex, builderId, builder: a.builder, key, drvPath: a.drvPath, outputName: a.outputName, narHash: a.narHash, narSize: a.narSize, refs, narinfoSignature: a.narinfoSignature };
         pathVotes.push(vote);
         appended.push({ outPath: a.outPath, vote });
-        const key = contentKey(vote);
-        const differing = existing.filter((e) => contentKey(e) !== key);
+        const content = contentKey(vote);
+        const differing = existing.filter((e) => contentKey(e) !== content);
         for (const e of differing) this.insertConflict.run(builderId, a.outPath, e.leafIndex, leafIndex, now);
         if (differing.length > 0) return { status: 'conflict', leafIndex, conflictsWith: differing.map((e) => e.leafIndex) };
         return { status: 'accepted', leafIndex };

@@ -1,6 +1,8 @@
 import type { Db } from '../db.js';
 import type { HashPart } from '../nix/storePath.js';
 import { STORE_DIR } from '../nix/storePath.js';
+import { encodeLeaf, POLICY_PREFIX } from './leaf.js';
+import type { Attestation } from './statement.js';
 
 /** Read-side queries over the ledger shared by the JSON API, the web pages and the CLI. */
 
@@ -91,7 +93,7 @@ export function conflicts(db: Db, options: { limit: number; outPath?: string }):
 }
 
 /** The typed attestation of a stored record (the database only holds validated values). */
-export function attestationOf(r: AttestationRecord): import('./statement.js').Attestation {
+export function attestationOf(r: AttestationRecord): Attestation {
   return {
     drvPath: r.drvPath,
     outputName: r.outputName,
@@ -102,5 +104,24 @@ export function attestationOf(r: AttestationRecord): import('./statement.js').At
     builder: r.builder,
     signature: Buffer.from(r.signature, 'base64'),
     narinfoSignature: r.narinfoSignature,
-  } as import('./statement.js').Attestation;
+  } as Attestation;
+}
+
+/** One leaf of the log as the entries API serves it. */
+export interface LeafRecord {
+  index: number;
+  leaf: Buffer;
+  kind: 'attestation' | 'builder' | 'policy';
+  /** Attestations only: who signed it and when it was logged. */
+  builder?: string;
+  createdAt?: string;
+}
+
+/** The leaves [start, end) of every kind, in log order: attestations re-encoded from their rows, registry and policy leaves as stored. */
+export function leavesByIndex(db: Db, start: number, end: number): LeafRecord[] {
+  const attested: LeafRecord[] = attestationsByLeaf(db, start, end).map((r) => ({ index: r.leafIndex, leaf: encodeLeaf(attestationOf(r)), kind: 'attestation', builder: r.builder, createdAt: r.createdAt }));
+  const stated = (db.prepare('SELECT leaf_index, leaf FROM operator_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index').raw().all(start, end) as Array<[number, string]>).map(
+    ([index, text]): LeafRecord => ({ index, leaf: Buffer.from(text, 'utf8'), kind: text.startsWith(`${POLICY_PREFIX};`) ? 'policy' : 'builder' }),
+  );
+  return [...attested, ...stated].sort((a, b) => a.index - b.index);
 }

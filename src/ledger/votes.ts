@@ -1,4 +1,5 @@
 import type { Db } from '../db.js';
+import type { BuilderRegistry } from './registry.js';
 
 /**
  * One attestation of an output path, as ingest (duplicates, conflicts), the quorum decisions and the
@@ -9,6 +10,8 @@ export interface PathVote {
   builderId: number;
   /** The builder's key name. */
   builder: string;
+  /** The key it votes with (keyIdOf); a row the log never registered gets a key of its own that nothing trusts. */
+  key: string;
   drvPath: string;
   outputName: string;
   narHash: string;
@@ -23,7 +26,12 @@ export type VotesOf = (outPath: string) => readonly PathVote[];
 
 type VoteRow = [number, number, string, string, string, string, number, string, string | null];
 
-export function pathVotes(db: Db): VotesOf {
+/** What a builder row votes with: its registered key, else a placeholder no policy trusts. */
+export function voterKey(registry: BuilderRegistry, builderId: number): string {
+  return registry.keyOf(builderId) ?? `unregistered:${builderId}`;
+}
+
+export function pathVotes(db: Db, registry: BuilderRegistry): VotesOf {
   // Rows as arrays, made into objects here: better-sqlite3 builds row objects several times slower.
   const stmt = db
     .prepare<[string], VoteRow>(
@@ -36,6 +44,7 @@ export function pathVotes(db: Db): VotesOf {
       leafIndex,
       builderId,
       builder,
+      key: voterKey(registry, builderId),
       drvPath,
       outputName,
       narHash,

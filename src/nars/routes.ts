@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import { authorizeUpload } from '../app/nars.js';
 import type { BlobStore } from '../blobstore/blobStore.js';
 import type { CompressionMethod } from '../blobstore/compression.js';
 import { QuorumError } from '../errors.js';
@@ -7,7 +8,6 @@ import type { Metrics } from '../metrics.js';
 import { parseNarHash } from '../nix/hash.js';
 import type { NarCatalog } from './catalog.js';
 import { uploadNar } from './upload.js';
-import { checkUploadAuth, parseUploadAuth } from './uploadAuth.js';
 
 export interface NarRouteDeps {
   blobs: BlobStore;
@@ -34,10 +34,7 @@ export function narRoutes(deps: NarRouteDeps): Router {
       throw new QuorumError('bad-content-length', 'Content-Length must be the NAR size in bytes (uploads are uncompressed NARs, not chunked)', { field: 'Content-Length' });
     }
     const narSize = Number(length);
-    const auth = parseUploadAuth(req.headers.authorization);
-    const builder = deps.registry.get(auth.builder);
-    if (!builder || builder.revokedAt !== null) throw new QuorumError('forbidden', `${auth.builder} is not an active registered builder: only builders may upload NARs`);
-    checkUploadAuth(auth, builder.publicKey, narHash, narSize);
+    const builder = authorizeUpload(deps.registry, req.headers.authorization, narHash, narSize);
     try {
       const { created, record } = await uploadNar(deps.blobs, deps.catalog, { narHash, narSize, body: req, compression: deps.compression, uploadedBy: builder.id });
       deps.metrics.uploads.inc({ result: created ? 'stored' : 'exists' });

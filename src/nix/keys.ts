@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
-import { QuorumError } from '../errors.js';
+import { QuorumError, type ErrorCode } from '../errors.js';
+import { publicKeyProblem } from './ed25519Point.js';
 
 /** Nix-format Ed25519 keys: `name:base64(...)`, interchangeable with `nix-store --generate-binary-cache-key`. */
 export interface PublicKey {
@@ -23,7 +24,7 @@ const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 const KEY_NAME = /^[A-Za-z0-9._+\-]+$/;
 
-function splitNamed(text: unknown, what: string, field: string, code: string): [string, Buffer] {
+function splitNamed(text: unknown, what: string, field: string, code: ErrorCode): [string, Buffer] {
   if (typeof text !== 'string') throw new QuorumError(code, `${field}: ${what} must be a string`, { field });
   const colon = text.indexOf(':');
   if (colon <= 0) throw new QuorumError(code, `${field}: ${what} must look like name:base64, got no name`, { field });
@@ -42,10 +43,15 @@ export function publicKeyFromRaw(name: string, raw: Buffer): PublicKey {
   return { name, raw, key: createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' }) };
 }
 
-/** Parses `name:base64(32 bytes)`; surrounding whitespace (a key file's newline) is ignored. */
+/**
+ * Parses `name:base64(32 bytes)`; surrounding whitespace (a key file's newline) is ignored. Keys of
+ * small order and non-canonical encodings are refused (ed25519Point.ts says why).
+ */
 export function parsePublicKey(text: string, field = 'publicKey'): PublicKey {
   const [name, raw] = splitNamed(trimIfString(text), 'public key', field, 'bad-key');
   if (raw.length !== 32) throw new QuorumError('bad-key', `${field}: public key must hold 32 bytes, got ${raw.length}`, { field });
+  const problem = publicKeyProblem(raw);
+  if (problem) throw new QuorumError('bad-key', `${field}: ${name}'s key is refused: ${problem}`, { field });
   return publicKeyFromRaw(name, raw);
 }
 

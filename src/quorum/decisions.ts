@@ -2,14 +2,14 @@ import type { Statement } from 'better-sqlite3';
 import { commitUnsynced, type Db } from '../db.js';
 import type { BuilderRegistry } from '../ledger/registry.js';
 import { contentKey } from '../ledger/statement.js';
-import { pathVotes, type VotesOf } from '../ledger/votes.js';
+import { pathVotes, voterKey, type PathVote, type VotesOf } from '../ledger/votes.js';
 import type { Logger } from '../log.js';
 import { contentFingerprint } from '../nix/fingerprint.js';
 import type { NarHash } from '../nix/hash.js';
 import { formatPublicKey, type SecretKey } from '../nix/keys.js';
 import type { StorePath } from '../nix/storePath.js';
-import { evaluate, type Decision, type Policy } from './evaluate.js';
-import { listPolicies, writePolicy } from './policies.js';
+import { evaluate, trustedKeys, type Decision, type Policy } from './evaluate.js';
+import type { PolicyBook } from './policies.js';
 
 type Content = NonNullable<Decision['content']>;
 
@@ -27,7 +27,6 @@ const CACHE_SIG_KEY = 'cache_sig_key';
  * Sig of a new content follows in a later one (signLater).
  */
 export class DecisionMaterializer {
-  private policies: Policy[];
   private readonly votesOf: VotesOf;
   private readonly upsert: Statement<unknown[], string | null>;
   private readonly remove: Statement<[string, string]>;
@@ -38,17 +37,19 @@ export class DecisionMaterializer {
   private readonly sigPrefix: string;
   private readonly listeners: Array<(outPaths: Set<string> | 'all') => void> = [];
   private readonly decided: Array<(policy: string, status: Decision['status']) => void> = [];
+  /** Keys are named in reasons by the names the log bound them to. */
+  private readonly label = (key: string) => this.registry.nameOfKey(key);
 
   constructor(
     private readonly db: Db,
     private readonly registry: BuilderRegistry,
+    private readonly policies: PolicyBook,
     private readonly cacheKey: SecretKey,
     private readonly signer: Signer,
     private readonly logger: Logger,
   ) {
-    this.policies = listPolicies(db);
     this.sigPrefix = `${cacheKey.name}:`;
-    this.votesOf = pathVotes(db);
+    this.votesOf = pathVotes(db, registry);
     // The cache Sig: the one given, else the row's own if it is this key's over the same content (the
     // SET expressions read the row as it was), else none. RETURNING tells which, without another read.
     this.upsert = db
@@ -69,10 +70,6 @@ export class DecisionMaterializer {
       "UPDATE decisions SET cache_sig = ? WHERE policy = ? AND out_path = ? AND status = 'quorum' AND nar_hash = ? AND nar_size = ? AND refs = ? AND cache_sig IS NULL",
     );
     this.forgetSignaturesOfReplacedKey();
-    registry.onRevoke((builder) => {
-      const paths = db.prepare('SELECT DISTINCT out_path AS p FROM attestations WHERE builder_id = ?').pluck().all(builder.id) as string[];
-      this.recompute(new Set(paths));
-    });
   }
 
   /** Notified after decisions change (inside the transaction), e.g. to invalidate narinfo caches. */
@@ -86,19 +83,20 @@ export class DecisionMaterializer {
   }
 
   getPolicies(): Policy[] {
-    return this.policies;
+    return this.policies.list();
   }
 
-  /** Re-reads policies another process may have changed. */
-  reloadPolicies(): void {
-    this.policies = listPolicies(this.db);
-  }
-
-  /** Evaluates one path under every policy without writing: what status and the web pages show. */
+  /**
+   * Evaluates one path under every policy without writing: what status and the web pages show, with
+   * keys given by the names the log bound them to.
+   */
   evaluatePath(outPath: string): Array<{ policy: Policy; decision: Decision }> {
     const votes = this.votesOf(outPath);
-    const active = new Set(this.registry.active().map((b) => b.name));
-    return this.policies.map((policy) => ({ policy, decision: evaluate(policy, votes, active) }));
+    const named = (keys: string[]) => keys.map((k) => this.registry.nameOfKey(k)).sort();
+    return this.policies.list().map((policy) => {
+      const d = evaluate(policy, trustedKeys(policy, this.registry), votes, this.label);
+      return { policy, decision: { ...d, agreeing: named(d.agreeing), dissenting: named(d.dissenting), equivocating: named(d.equivocating), missing: named(d.missing) } };
+    });
   }
 
   /**
@@ -111,17 +109,19 @@ export class DecisionMaterializer {
    * signed when it reaches quorum, not again for every agreeing attestation after. A new content is
    * stored without one and signed after the commit (signLater).
    */
-  recompute(outPaths: Set<string>, { votesOf = this.votesOf, appendedFrom, policies = this.policies }: { votesOf?: VotesOf; appendedFrom?: number; policies?: Policy[] } = {}): void {
+  recompute(outPaths: Iterable<string>, { votesOf = this.votesOf, appendedFrom, policies = this.policies.list() }: { votesOf?: VotesOf; appendedFrom?: number; policies?: Policy[] } = {}): void {
     const now = Date.now();
-    const active = new Set(this.registry.active().map((b) => b.name));
+    const trusted = policies.map((p) => trustedKeys(p, this.registry));
     const unsigned = new Map<string, { outPath: string; content: Content }>();
+    const changed = new Set<string>();
     for (const outPath of outPaths) {
+      changed.add(outPath);
       const votes = votesOf(outPath);
       const isNew = appendedFrom !== undefined && votes.length > 0 && votes[0]!.leafIndex >= appendedFrom;
       // This path's Sigs by content, across policies.
       const signed = new Map<string, string>();
-      for (const policy of policies) {
-        const d = evaluate(policy, votes, active);
+      for (const [i, policy] of policies.entries()) {
+        const d = evaluate(policy, trusted[i]!, votes, this.label);
         for (const l of this.decided) l(policy.name, d.status);
         // Pending is what having no row means: most paths are pending after their first attestation,
         // and not writing them saves a large random-key row write per new path under ingest.
@@ -129,8 +129,7 @@ export class DecisionMaterializer {
           if (!isNew) this.remove.run(policy.name, outPath);
           continue;
         }
-        const agreeingVotes = d.content ? votes.filter((v) => d.agreeing.includes(v.builder) && v.narHash === d.content!.narHash && v.narSize === d.content!.narSize && v.refs === d.content!.refs) : [];
-        const sigs = [...new Set(agreeingVotes.map((v) => v.narinfoSignature).filter((s): s is string => s !== null))];
+        const { deriver, sigs } = agreedDetails(d, votes);
         const key = d.content ? contentKey(d.content) : null;
         const cacheSig = this.upsert.get(
           policy.name,
@@ -139,8 +138,8 @@ export class DecisionMaterializer {
           d.content?.narHash ?? null,
           d.content?.narSize ?? null,
           d.content?.refs ?? null,
-          agreeingVotes[0]?.drvPath ?? null,
-          sigs.length ? sigs.join('\n') : null,
+          deriver,
+          sigs,
           key === null ? null : (signed.get(key) ?? null),
           d.agreeing.length,
           d.reason,
@@ -157,8 +156,83 @@ export class DecisionMaterializer {
         }
       }
     }
-    for (const l of this.listeners) l(outPaths);
+    for (const l of this.listeners) l(changed);
     if (unsigned.size > 0) this.signLater(unsigned);
+  }
+
+  /** Re-decides every attested path under `policies` (a policy change), inside the caller's transaction. */
+  recomputeAll(policies: Policy[] = this.policies.list()): void {
+    if (policies.length > 0) this.recompute(this.db.prepare('SELECT DISTINCT out_path FROM attestations').pluck().all() as string[], { policies });
+    // Rows of a policy that is gone, or that the new policy no longer decides, go too.
+    const names = this.policies.list().map((p) => p.name);
+    this.db.prepare(`DELETE FROM decisions WHERE policy NOT IN (${names.map(() => '?').join(',') || "''"})`).run(...names);
+    for (const l of this.listeners) l('all');
+  }
+
+  /**
+   * Makes every decision row what the log implies, at start: a row edited in the database, or left
+   * behind by a change that another version of the program made, is corrected (and counted), so
+   * nothing is served that does not follow from the attestations, the registry and the policies.
+   * Only the first `treeSize` leaves count: a row beyond the tree was never logged. Reads the
+   * attestations in out_path order, a chunk at a time; returns how many rows it had to change.
+   */
+  reconcile(treeSize: number): { paths: number; corrected: number } {
+    const policies = this.policies.list();
+    const trusted = policies.map((p) => trustedKeys(p, this.registry));
+    let corrected = 0;
+    let paths = 0;
+    const names = policies.map((p) => p.name);
+    corrected += this.db.prepare(`DELETE FROM decisions WHERE policy NOT IN (${names.map(() => '?').join(',') || "''"})`).run(...names).changes;
+    corrected += this.db
+      .prepare('DELETE FROM decisions WHERE NOT EXISTS (SELECT 1 FROM attestations a WHERE a.out_path = decisions.out_path AND a.leaf_index < ?)')
+      .run(treeSize).changes;
+    const chunk = this.db
+      .prepare<[string, number, number], VoteRowWithPath>(
+        `SELECT a.out_path, a.leaf_index, a.builder_id, b.name, a.drv_path, a.output_name, a.nar_hash, a.nar_size, a.refs, a.narinfo_signature
+         FROM attestations a JOIN builders b ON b.id = a.builder_id WHERE a.out_path > ? AND a.leaf_index < ? ORDER BY a.out_path LIMIT ?`,
+      )
+      .raw();
+    const existing = this.db
+      .prepare<[string, string, string], ExistingRow>(
+        'SELECT out_path, status, nar_hash, nar_size, refs, deriver, sigs, agreeing FROM decisions WHERE policy = ? AND out_path >= ? AND out_path <= ?',
+      )
+      .raw();
+    const CHUNK = 20_000;
+    let after = '';
+    for (;;) {
+      let rows = chunk.all(after, treeSize, CHUNK);
+      if (rows.length === 0) break;
+      if (rows.length === CHUNK) {
+        // The last path may go on in the next chunk: leave it whole for that one, unless it is the whole chunk.
+        const last = rows[rows.length - 1]![0];
+        const cut = rows.findIndex((r) => r[0] === last);
+        rows = cut > 0 ? rows.slice(0, cut) : this.db.prepare<[string, number], VoteRowWithPath>(
+          `SELECT a.out_path, a.leaf_index, a.builder_id, b.name, a.drv_path, a.output_name, a.nar_hash, a.nar_size, a.refs, a.narinfo_signature
+           FROM attestations a JOIN builders b ON b.id = a.builder_id WHERE a.out_path = ? AND a.leaf_index < ?`,
+        ).raw().all(last, treeSize);
+      }
+      const votes = new Map<string, PathVote[]>();
+      for (const [outPath, leafIndex, builderId, builder, drvPath, outputName, narHash, narSize, refs, narinfoSignature] of rows) {
+        const list = votes.get(outPath) ?? votes.set(outPath, []).get(outPath)!;
+        list.push({ leafIndex, builderId, builder, key: voterKey(this.registry, builderId), drvPath, outputName, narHash, narSize, refs, narinfoSignature });
+      }
+      for (const list of votes.values()) list.sort((x, y) => x.leafIndex - y.leafIndex);
+      const first = rows[0]![0];
+      const last = rows[rows.length - 1]![0];
+      const wrong = new Set<string>();
+      for (const [i, policy] of policies.entries()) {
+        const stored = new Map(existing.all(policy.name, first, last).map((r) => [r[0], r]));
+        for (const [outPath, pathVotes] of votes) {
+          const d = evaluate(policy, trusted[i]!, pathVotes);
+          if (!sameDecision(d, pathVotes, stored.get(outPath))) wrong.add(outPath);
+        }
+      }
+      paths += votes.size;
+      corrected += wrong.size;
+      if (wrong.size > 0) this.recompute(wrong, { votesOf: (p) => votes.get(p) ?? [], policies });
+      after = last;
+    }
+    return { paths, corrected };
   }
 
   /**
@@ -182,7 +256,7 @@ export class DecisionMaterializer {
         commitUnsynced(this.db, () =>
           jobs.forEach(([, { outPath, content }], i) => {
             const sig = `${this.sigPrefix}${sigs[i]!.toString('base64')}`;
-            for (const policy of this.policies) this.storeSig.run(sig, policy.name, outPath, content.narHash, content.narSize, content.refs);
+            for (const policy of this.policies.list()) this.storeSig.run(sig, policy.name, outPath, content.narHash, content.narSize, content.refs);
           }),
         );
       })
@@ -218,18 +292,27 @@ export class DecisionMaterializer {
       .immediate();
   }
 
-  /**
-   * Stores a policy and re-decides every path under it, in one transaction. Every path is re-decided,
-   * which overwrites each of the policy's rows; rows are not deleted first, so unchanged contents keep
-   * their Sig instead of all being signed again.
-   */
-  setPolicy(policy: Policy): void {
-    this.db.transaction(() => {
-      writePolicy(this.db, policy);
-      this.policies = listPolicies(this.db);
-      const paths = this.db.prepare('SELECT DISTINCT out_path FROM attestations').pluck().all() as string[];
-      this.recompute(new Set(paths), { policies: [policy] });
-    })();
-    for (const l of this.listeners) l('all');
-  }
+}
+
+type VoteRowWithPath = [outPath: string, leafIndex: number, builderId: number, builder: string, drvPath: string, outputName: string, narHash: string, narSize: number, refs: string, narinfoSignature: string | null];
+type ExistingRow = [outPath: string, status: string, narHash: string | null, narSize: number | null, refs: string | null, deriver: string | null, sigs: string | null, agreeing: number];
+
+/** Whether a stored row (or its absence, which means pending) says what the evaluation says. */
+function sameDecision(d: Decision, votes: readonly PathVote[], row: ExistingRow | undefined): boolean {
+  if (d.status === 'pending') return row === undefined || row[1] === 'pending';
+  if (!row || row[1] !== d.status || row[7] !== d.agreeing.length) return false;
+  if (d.status === 'blocked') return true;
+  const c = d.content!;
+  if (row[2] !== c.narHash || row[3] !== c.narSize || row[4] !== c.refs) return false;
+  const { deriver, sigs } = agreedDetails(d, votes);
+  return row[5] === deriver && row[6] === sigs;
+}
+
+/** What a decision row holds besides the decision: a deriver of the agreed content, and its builders' narinfo Sigs ('\n'-joined). */
+function agreedDetails(d: Decision, votes: readonly PathVote[]): { deriver: string | null; sigs: string | null } {
+  const c = d.content;
+  if (!c) return { deriver: null, sigs: null };
+  const agreeing = votes.filter((v) => d.agreeing.includes(v.key) && v.narHash === c.narHash && v.narSize === c.narSize && v.refs === c.refs);
+  const sigs = [...new Set(agreeing.map((v) => v.narinfoSignature).filter((x): x is string => x !== null))];
+  return { deriver: agreeing[0]?.drvPath ?? null, sigs: sigs.length ? sigs.join('\n') : null };
 }

@@ -13,7 +13,8 @@ export interface Policy {
 
 /** One attestation of a path, reduced to what the rule looks at. */
 export interface Vote {
-  builder: string;
+  /** The signing key (keyIdOf), never the name: one key is one vote, whatever names point at it. */
+  key: string;
   narHash: string;
   narSize: number;
   /** Full store paths, sorted, joined by ','. */
@@ -26,7 +27,7 @@ export interface Decision {
   status: DecisionStatus;
   /** The content that reached quorum (status 'quorum'), else null. */
   content: { narHash: string; narSize: number; refs: string } | null;
-  /** Keys behind the leading content, sorted. */
+  /** Keys (key ids) behind the leading content, sorted. */
   agreeing: string[];
   /** Trusted keys that attested another content than the leading one, sorted. */
   dissenting: string[];
@@ -40,22 +41,43 @@ export interface Decision {
 }
 
 
+/** The registry as the rule needs it: a name's key, and every key that counts. */
+export interface KeyDirectory {
+  /** The key id of an active (registered, unrevoked) builder of that name, else undefined. */
+  activeKey(name: string): string | undefined;
+  /** The key ids of every active builder. */
+  activeKeys(): Iterable<string>;
+}
+
 /**
- * @param votes every attestation of one output path, from any builder
- * @param active names of builders whose keys are not revoked
+ * 1. The denominator: the keys of the policy's builders ("every active builder" for a null set),
+ * less revoked ones (revocation removes votes everywhere), counted once per key.
  */
-export function evaluate(policy: Policy, votes: readonly Vote[], active: ReadonlySet<string>): Decision {
-  // 1. The denominator: the policy's key set, less revoked keys (revocation removes votes everywhere).
-  const trusted = [...(policy.builders ?? active)].filter((b) => active.has(b)).sort();
-  const trustedSet = new Set(trusted);
+export function trustedKeys(policy: Pick<Policy, 'builders'>, keys: KeyDirectory): Set<string> {
+  if (policy.builders === null) return new Set(keys.activeKeys());
+  const trusted = new Set<string>();
+  for (const name of policy.builders) {
+    const key = keys.activeKey(name);
+    if (key !== undefined) trusted.add(key);
+  }
+  return trusted;
+}
+
+/**
+ * @param trustedSet the keys that count (trustedKeys)
+ * @param votes every attestation of one output path, from any key
+ * @param label how a key is named in the reason (its builder's name)
+ */
+export function evaluate(policy: Pick<Policy, 'threshold' | 'onConflict'>, trustedSet: ReadonlySet<string>, votes: readonly Vote[], label: (key: string) => string = (k) => k): Decision {
+  const trusted = [...trustedSet].sort();
 
   // 2. Each trusted key's distinct contents for this path.
   const contentsByKey = new Map<string, Map<string, Vote>>();
   for (const v of votes) {
-    if (!trustedSet.has(v.builder)) continue;
-    const contents = contentsByKey.get(v.builder) ?? new Map<string, Vote>();
+    if (!trustedSet.has(v.key)) continue;
+    const contents = contentsByKey.get(v.key) ?? new Map<string, Vote>();
     contents.set(contentKey(v), v);
-    contentsByKey.set(v.builder, contents);
+    contentsByKey.set(v.key, contents);
   }
 
   // 3. A key that signed two contents counts for neither; the others vote for their one content.
@@ -100,7 +122,7 @@ export function evaluate(policy: Policy, votes: readonly Vote[], active: Readonl
   //    which by definition attested a content other than the leader's) blocks the path.
   const disagreement = ranked.length > 1 || equivocating.length > 0;
   if (policy.onConflict === 'block' && disagreement) {
-    return decision('blocked', null, blockedReason(ranked.length, dissenting, equivocating));
+    return decision('blocked', null, blockedReason(ranked.length, dissenting.map(label).sort(), equivocating.map(label).sort()));
   }
 
   // 6. Quorum: at least k distinct keys agree; with "ignore", a second content also reaching k makes it ambiguous.

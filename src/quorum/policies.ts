@@ -1,24 +1,23 @@
 import { z } from 'zod';
 import type { Db } from '../db.js';
+import { Derived, type DbVersion } from '../db/version.js';
 import { QuorumError } from '../errors.js';
-import type { Policy } from './evaluate.js';
+import { KEY_NAME, POLICY_NAME, type PolicyEntry } from '../ledger/leaf.js';
+import { trustedKeys, type KeyDirectory, type Policy } from './evaluate.js';
 
 export const DEFAULT_POLICY = 'default';
-const NAME = /^[A-Za-z0-9._\-]{1,64}$/;
 
-/** Zod schema of `policy set` input (CLI and admin API). */
+/** Zod schema of `policy set` input (CLI and admin API): the shape; whether the names are registered is the application's check. */
 export const policyInput = z
   .object({
-    name: z.string().regex(NAME, 'name must be 1-64 characters of letters, digits, . _ -'),
-    threshold: z.number().int().min(1, 'threshold must be at least 1'),
-    builders: z.array(z.string().regex(/^[A-Za-z0-9._+\-]{1,128}$/, 'each builder must be a key name')).min(1, 'builders must list at least one key name').nullable(),
+    name: z.string().regex(POLICY_NAME, 'name must be 1-64 characters of letters, digits, . _ -'),
+    threshold: z.number({ error: 'threshold must be a whole number of keys' }).int('threshold must be a whole number of keys').min(1, 'threshold must be at least 1').max(1_000_000),
+    builders: z.array(z.string().regex(KEY_NAME, 'each builder must be a key name')).min(1, 'builders must list at least one key name').max(10_000).nullable(),
     onConflict: z.enum(['block', 'ignore']).default('block'),
   })
-  .strict()
-  .refine((p) => p.builders === null || p.threshold <= new Set(p.builders).size, {
-    message: 'threshold must not exceed the number of builders in the policy',
-    path: ['threshold'],
-  });
+  .strict();
+
+export type PolicyInput = z.output<typeof policyInput>;
 
 interface PolicyRow {
   name: string;
@@ -27,40 +26,64 @@ interface PolicyRow {
   all_builders: number;
 }
 
-export function listPolicies(db: Db): Policy[] {
-  const rows = db.prepare('SELECT name, threshold, on_conflict, all_builders FROM policies ORDER BY name').all() as PolicyRow[];
-  const members = db.prepare('SELECT builder_name FROM policy_builders WHERE policy = ? ORDER BY builder_name');
-  return rows.map((r) => ({
-    name: r.name,
-    threshold: r.threshold,
-    onConflict: r.on_conflict,
-    builders: r.all_builders ? null : new Set((members.all(r.name) as Array<{ builder_name: string }>).map((m) => m.builder_name)),
-  }));
+/** The policies table (a projection of the log's policy leaves), cached on the database version. */
+export class PolicyBook {
+  private readonly all: Derived<Policy[]>;
+
+  constructor(db: Db, version: DbVersion) {
+    const rows = db.prepare<[], PolicyRow>('SELECT name, threshold, on_conflict, all_builders FROM policies ORDER BY name');
+    const members = db.prepare<[string], string>('SELECT builder_name FROM policy_builders WHERE policy = ? ORDER BY builder_name').pluck();
+    this.all = new Derived(version, () =>
+      rows.all().map((r) => ({ name: r.name, threshold: r.threshold, onConflict: r.on_conflict, builders: r.all_builders ? null : new Set(members.all(r.name)) })),
+    );
+  }
+
+  list(): Policy[] {
+    return this.all.get();
+  }
+
+  get(name: string): Policy | undefined {
+    return this.list().find((p) => p.name === name);
+  }
+
+  require(name: string): Policy {
+    const p = this.get(name);
+    if (!p) throw new QuorumError('unknown-policy', `no policy named ${name}`, { field: 'policy' });
+    return p;
+  }
 }
 
-/** Writes a policy; the caller recomputes decisions in the same transaction. */
-export function writePolicy(db: Db, policy: Policy, now = Date.now()): void {
-  db.prepare(
-    `INSERT INTO policies (name, threshold, on_conflict, all_builders, updated_at) VALUES (?, ?, ?, ?, ?)
-     ON CONFLICT (name) DO UPDATE SET threshold = excluded.threshold, on_conflict = excluded.on_conflict, all_builders = excluded.all_builders, updated_at = excluded.updated_at`,
-  ).run(policy.name, policy.threshold, policy.onConflict, policy.builders === null ? 1 : 0, now);
-  db.prepare('DELETE FROM policy_builders WHERE policy = ?').run(policy.name);
+/** Writes the policies table's rows of a policy leaf; the caller appends the leaf and re-decides in the same transaction. */
+export function writePolicy(db: Db, entry: PolicyEntry, leafIndex: number): void {
+  db.prepare('DELETE FROM policies WHERE name = ?').run(entry.name);
+  if (entry.threshold === 0) return;
+  db.prepare('INSERT INTO policies (name, threshold, on_conflict, all_builders, updated_at, leaf_index) VALUES (?, ?, ?, ?, ?, ?)').run(
+    entry.name,
+    entry.threshold,
+    entry.onConflict,
+    entry.builders === '*' ? 1 : 0,
+    entry.at,
+    leafIndex,
+  );
   const add = db.prepare('INSERT INTO policy_builders (policy, builder_name) VALUES (?, ?)');
-  for (const b of policy.builders ?? []) add.run(policy.name, b);
+  if (entry.builders !== '*') for (const b of entry.builders) add.run(entry.name, b);
 }
 
-/** Creates the default policy (k from config, every active builder) on first start. */
-export function ensureDefaultPolicy(db: Db, threshold: number): void {
-  const exists = db.prepare('SELECT 1 FROM policies WHERE name = ?').get(DEFAULT_POLICY);
-  if (!exists) writePolicy(db, { name: DEFAULT_POLICY, threshold, onConflict: 'block', builders: null });
+/** Why no path can reach quorum under a policy any more (revocations left too few keys), or undefined. */
+export function impossibility(p: Policy, keys: KeyDirectory): string | undefined {
+  const trusted = trustedKeys(p, keys).size;
+  if (trusted >= p.threshold) return undefined;
+  return `only ${trusted} active ${trusted === 1 ? 'key' : 'keys'} in the policy, threshold ${p.threshold}: no path can reach quorum`;
 }
 
-export function policyJson(p: Policy) {
-  return { name: p.name, threshold: p.threshold, onConflict: p.onConflict, builders: p.builders === null ? 'all active builders' : [...p.builders].sort() };
-}
-
-export function requirePolicy(policies: Policy[], name: string): Policy {
-  const p = policies.find((x) => x.name === name);
-  if (!p) throw new QuorumError('unknown-policy', `no policy named ${name}`, { field: 'policy' });
-  return p;
+export function policyJson(p: Policy, keys: KeyDirectory) {
+  const impossible = impossibility(p, keys);
+  return {
+    name: p.name,
+    threshold: p.threshold,
+    onConflict: p.onConflict,
+    builders: p.builders === null ? 'all active builders' : [...p.builders].sort(),
+    possible: impossible === undefined,
+    ...(impossible ? { impossible } : {}),
+  };
 }

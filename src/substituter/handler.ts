@@ -58,7 +58,6 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     const now = deps.db.pragma('data_version', { simple: true });
     if (now !== dataVersion) {
       dataVersion = now;
-      deps.decisions.reloadPolicies();
       lookup.refresh();
       cache.clear();
     }

@@ -99,7 +99,7 @@ export function overviewData(ctx: WebContext): OverviewData {
     checkpoint: latest ? checkpointJson(latest) : null,
     index: progress(index),
     paths: { total: PATH_CLASSES.reduce((n, c) => n + counts[c], 0), ...counts },
-    policies: service.decisions.getPolicies().map((p) => ({ ...policyJson(p), advertised: advertised.get(p.name) ?? 0 })),
+    policies: service.policies.list().map((p) => ({ ...policyJson(p, service.registry), advertised: advertised.get(p.name) ?? 0 })),
     recentAttestations: attestationsByLeaf(service.db, Math.max(0, treeSize - RECENT), treeSize).reverse(),
     recentConflicts: conflicts(service.db, { limit: 5 }),
   };
@@ -235,7 +235,7 @@ function outputData(ctx: WebContext, outPath: string, records: AttestationRecord
   const held = ctx.service.db.prepare('SELECT 1 FROM nars WHERE nar_hash = ?').pluck();
   const decisions = ctx.service.decisions.evaluatePath(outPath).map(({ policy, decision: { content, ...d } }) => ({
     ...d,
-    policy: policyJson(policy),
+    policy: policyJson(policy, ctx.service.registry),
     served: content !== null && held.get(content.narHash) !== undefined,
   }));
   return { outPath, attestations: records.map((r) => ({ ...r, group: group(r) })), groups, decisions, equivocations };

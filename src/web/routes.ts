@@ -2,7 +2,6 @@ import { Router, type ErrorRequestHandler, type Request, type Response } from 'e
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { QuorumError } from '../errors.js';
-import { statusFor } from '../http/errors.js';
 import { parseHashPart } from '../nix/storePath.js';
 import { PROJECT_ROOT } from '../paths.js';
 import type { Service } from '../service.js';
@@ -50,7 +49,7 @@ const queryString = (req: Request, name: string): string => {
  * their JSON under /api/v1 and the static assets, over one web index of the service's ledger.
  */
 export function webRoutes(service: Service): Router {
-  const index = new WebIndex(service.db, service.logger);
+  const index = new WebIndex(service.db, service.registry, service.logger);
   const ctx: WebContext = { service, index };
   index.catchUpLater();
   service.ingestor.onCommit((batch) => index.indexCommit(batch));
@@ -122,7 +121,7 @@ export function webRoutes(service: Service): Router {
   });
   // Errors on pages are pages too; the JSON routes above keep the API's JSON errors.
   const htmlErrors: ErrorRequestHandler = (err, req, res, _next) => {
-    const status = err instanceof QuorumError ? statusFor(err.code) : 500;
+    const status = err instanceof QuorumError ? err.status : 500;
     if (status >= 500) service.logger.error('page failed', { url: req.originalUrl, err });
     sendPage(res, errorPage(status, status >= 500 ? 'Internal error; the server log has the details.' : (err as Error).message), status);
   };

@@ -3,6 +3,7 @@ import type { Db } from '../db.js';
 import { QuorumError } from '../errors.js';
 import type { AppendedBatch } from '../ledger/ingest.js';
 import { contentKey } from '../ledger/statement.js';
+import type { BuilderRegistry } from '../ledger/registry.js';
 import { pathVotes, type PathVote, type VotesOf } from '../ledger/votes.js';
 import type { Logger } from '../log.js';
 import { STORE_DIR } from '../nix/storePath.js';
@@ -105,6 +106,7 @@ export class WebIndex {
     setCursor: Statement<[string]>;
     logEnd: Statement<[], { n: number | null }>;
     leaves: Statement<[number, number], Leaf>;
+    operatorLeaves: Statement<[number, number], number>;
     pathByOut: Statement<[string], PathRow>;
     insertPath: Statement<[string, number, number, string, number]>;
     updatePath: Statement<[number, number, string, number, string]>;
@@ -115,9 +117,10 @@ export class WebIndex {
 
   constructor(
     private readonly db: Db,
+    registry: BuilderRegistry,
     private readonly logger: Logger,
   ) {
-    this.votesOf = pathVotes(db);
+    this.votesOf = pathVotes(db, registry);
     this.stmts = {
       cursor: db.prepare(`SELECT value FROM meta WHERE key = '${CURSOR}'`),
       setCursor: db.prepare(`INSERT INTO meta (key, value) VALUES ('${CURSOR}', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`),
@@ -125,6 +128,7 @@ export class WebIndex {
       leaves: db.prepare(
         'SELECT leaf_index AS leafIndex, builder_id AS builderId, out_path AS outPath FROM attestations WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index',
       ),
+      operatorLeaves: db.prepare<[number, number], number>('SELECT COUNT(*) FROM operator_leaves WHERE leaf_index >= ? AND leaf_index < ?').pluck(),
       pathByOut: db.prepare('SELECT * FROM web_paths WHERE out_path = ?'),
       insertPath: db.prepare('INSERT INTO web_paths (out_path, builders, contents, class, last_leaf) VALUES (?, ?, ?, ?, ?)'),
       updatePath: db.prepare('UPDATE web_paths SET builders = ?, contents = ?, class = ?, last_leaf = ? WHERE out_path = ?'),
@@ -198,7 +202,10 @@ export class WebIndex {
    * back only the index's writes (a savepoint) and is logged: the web pages never fail an ingest.
    */
   indexCommit(batch: AppendedBatch): void {
-    if (batch.appended.length === 0 || this.indexed() !== batch.from) return;
+    if (batch.appended.length === 0) return;
+    // Registry and policy leaves since the cursor hold nothing to index: the index is still up to date.
+    const indexed = this.indexed();
+    if (indexed !== batch.from && (indexed > batch.from || this.stmts.operatorLeaves.get(indexed, batch.from) !== batch.from - indexed)) return;
     try {
       this.db.transaction(() => {
         this.indexLeaves(
@@ -249,7 +256,8 @@ export class WebIndex {
 
   private indexRange(from: number, to: number): void {
     const leaves = this.stmts.leaves.all(from, to);
-    if (leaves.length !== to - from) throw new QuorumError('web-index', `leaves ${from} to ${to - 1} are not all in the attestations table: the log has holes`);
+    // Registry and policy leaves are the other leaves of the range; nothing else may be missing.
+    if (leaves.length + this.stmts.operatorLeaves.get(from, to)! !== to - from) throw new QuorumError('web-index', `leaves ${from} to ${to - 1} are not all in the database: the log has holes`);
     this.indexLeaves(from, leaves, (outPath) => this.votesOf(outPath).filter((v) => v.leafIndex < to));
   }
 

@@ -4,6 +4,7 @@ import { generateSecretKey } from '../../src/nix/keys.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 describe('POST /api/v1/attestations', () => {
   let dir: string;
@@ -14,8 +15,8 @@ describe('POST /api/v1/attestations', () => {
   beforeAll(async () => {
     dir = tempDir('api');
     server = await startServer(testConfig(dir, { ledger: { maxAttestationsPerRequest: 50 } }));
-    server.service.registry.add(alice.publicKey);
-    server.service.registry.add(bob.publicKey);
+    addBuilder(server.service, alice.publicKey);
+    addBuilder(server.service, bob.publicKey);
   });
   afterAll(async () => {
     await server.close();

@@ -5,6 +5,7 @@ import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 describe('/metrics and /healthz', () => {
   let dir: string;
@@ -21,7 +22,7 @@ describe('/metrics and /healthz', () => {
 
   it('counts attestations, decisions, commits, narinfo hits and misses with latency, and the tree size', async () => {
     const keys = [generateSecretKey('m1-1'), generateSecretKey('m2-1')];
-    for (const k of keys) server.service.registry.add(k.publicKey);
+    for (const k of keys) addBuilder(server.service, k.publicKey);
     const outPath = randomStorePath('metered');
     const narHash = randomNarHash();
     for (const k of keys) {
@@ -41,7 +42,8 @@ describe('/metrics and /healthz', () => {
     expect(text).toMatch(/^nixquorum_narinfo_requests_total\{policy="default",result="miss"\} 2$/m);
     expect(text).toMatch(/^nixquorum_narinfo_requests_total\{policy="default",result="bad"\} 1$/m);
     expect(text).toMatch(/^nixquorum_narinfo_seconds_count\{result="miss"\} 2$/m);
-    expect(text).toMatch(/^nixquorum_log_tree_size 2$/m);
+    // The default policy's leaf, the two registry leaves, the two attestations.
+    expect(text).toMatch(/^nixquorum_log_tree_size 5$/m);
     expect(await (await fetch(`${server.url}/healthz`)).text()).toBe('ok\n');
   });
 });

@@ -166,7 +166,7 @@ function conformance(backend: () => Backend): void {
     const data = randomBytes(12 * MiB);
 
     it('when the body errors early (a single-request upload)', async () => {
-      const error = new QuorumError('nar-hash-mismatch', 'the verifier refused the body');
+      const error = new QuorumError('bad-nar-hash', 'the verifier refused the body');
       await expect(store.put('nar/fails-early', failingStream(data, 100_000, error))).rejects.toBe(error);
       expect(await store.head('nar/fails-early')).toBeNull();
       expect(await store.get('nar/fails-early')).toBeNull();

@@ -15,6 +15,7 @@ import { chrootBuild, closureOutputs, writeClosure, writeHookScript } from '../h
 import { testConfig } from '../helpers/ledger.js';
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { CLI, freePort, runCli, stopChild } from '../helpers/server.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 interface PathAnswer {
   paths: Array<{ outPath: string; attestations: Array<{ builder: string; narHash: string; narSize: number; outputName: string; drvPath: string }> }>;
@@ -129,7 +130,7 @@ describeNix('builder side with real Nix: hook, spool, agent, flush, submit, stat
   async function up(): Promise<RunningServer> {
     if (!running) {
       running = await startServer(testConfig(join(dir, 'data'), { listen: serverUrl.slice('http://'.length) }));
-      running.service.registry.add(key.publicKey);
+      addBuilder(running.service, key.publicKey);
     }
     return running;
   }

@@ -8,6 +8,7 @@ import { hashPartOf } from '../../src/nix/storePath.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { tempDir } from '../helpers/nix.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 describe('hashPartOfArgument', () => {
   const path = randomStorePath('hello-2.12');
@@ -31,7 +32,7 @@ describe('status of a path, from a real server', () => {
   beforeAll(async () => {
     dir = tempDir('builder-status');
     server = await startServer(testConfig(dir));
-    for (const k of [a!, b!, c!]) server.service.registry.add(k.publicKey);
+    for (const k of [a!, b!, c!]) addBuilder(server.service, k.publicKey);
   });
   afterAll(async () => {
     await server?.close();

@@ -11,6 +11,7 @@ import { startNginx, type BenchServer } from '../../bench/common.js';
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { startS3rver, type RunningS3rver } from '../helpers/s3rver.js';
 import { runAsync, runCli } from '../helpers/server.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 async function keysOf(listing: AsyncIterable<{ key: string }>): Promise<string[]> {
   const keys: string[] = [];
@@ -61,7 +62,7 @@ describeNix('a real Nix client substitutes a closure from every blob store backe
       const configFile = join(dir, `builder-${name}.json`);
       writeFileSync(configFile, JSON.stringify(builderConfig));
       for (const b of [0, 1]) {
-        server.service.registry.add(keys[b]!.publicKey);
+        addBuilder(server.service, keys[b]!.publicKey);
         const submitted = await runCli(['submit', '--upload', '--config', configFile, '--store', join(dir, `b${b}`), '--server', server.url, '--key-file', keyFiles[b]!, ...outputs], nixEnv);
         expect(submitted.code, submitted.stderr).toBe(0);
       }

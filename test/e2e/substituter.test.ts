@@ -10,6 +10,8 @@ import { chrootBuild, closureOutputs, writeClosure } from '../helpers/closure.js
 import { testConfig, randomNarHash } from '../helpers/ledger.js';
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { runAsync, runCli } from '../helpers/server.js';
+import { addBuilder } from '../../src/app/builders.js';
+import { setPolicy } from '../../src/app/policies.js';
 
 /**
  * A client store substituting only from our cache, trusting only its key; Nix checks every NAR hash.
@@ -45,11 +47,11 @@ describeNix('quorum-gated substitution with three independent builders (real Nix
     server = await startServer(testConfig(join(dir, 'data')));
     cacheKey = readFileSync(join(dir, 'data', 'cache-key.public'), 'utf8').trim();
     for (const [i, key] of keys.entries()) {
-      server.service.registry.add(key.publicKey);
+      addBuilder(server.service, key.publicKey);
       keyFiles.push(join(dir, `key${i}`));
       writeFileSync(keyFiles[i]!, formatSecretKey(key));
     }
-    server.service.decisions.setPolicy({ name: 'tolerant', threshold: 2, onConflict: 'ignore', builders: new Set(keys.map((k) => k.name)) });
+    setPolicy(server.service, { name: 'tolerant', threshold: 2, onConflict: 'ignore', builders: new Set(keys.map((k) => k.name)) });
     // 20 chained derivations, a two-output one and a non-reproducible one: 23 outputs per builder.
     const closure = writeClosure(dir, { count: 20, salt: 'substituter-e2e', nonReproducible: true });
     for (const b of [0, 1, 2]) {

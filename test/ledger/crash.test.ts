@@ -9,6 +9,7 @@ import { openService } from '../../src/service.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { freePort, spawnServer, stopChild } from '../helpers/server.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 describe('durability under SIGKILL', () => {
   it('loses no acknowledged attestation across ten kills in the middle of concurrent load, and the log still verifies', async () => {
@@ -16,7 +17,7 @@ describe('durability under SIGKILL', () => {
     const key = generateSecretKey('crash-builder-1');
     {
       const service = openService(testConfig(dir), createLogger('error'));
-      service.registry.add(key.publicKey);
+      addBuilder(service, key.publicKey);
       service.close();
     }
     const acknowledged = new Map<string, number>(); // outPath -> leaf index
@@ -58,7 +59,9 @@ describe('durability under SIGKILL', () => {
       const { url, child } = await spawnServer(dir, await freePort());
       try {
         const report = await auditLog(url);
-        expect(report.verifiedEntries).toBe(stored.size);
+        // The default policy's and the builder's leaves, then the attestations.
+        expect(report.verifiedEntries).toBe(stored.size + 2);
+        expect(report.problems).toEqual([]);
       } finally {
         await stopChild(child);
       }

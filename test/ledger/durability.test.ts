@@ -8,6 +8,7 @@ import { openService } from '../../src/service.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { tempDir } from '../helpers/nix.js';
 import { CLI, freePort } from '../helpers/server.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 const haveStrace = spawnSync('strace', ['-V']).status === 0;
 // CI installs strace: there the test must run, never skip.
@@ -68,7 +69,7 @@ describeStrace('durability: an acknowledged attestation is on disk', () => {
     dir = tempDir('durable');
     const key = generateSecretKey('alice-1');
     const setup = openService(testConfig(dir), createLogger('error'));
-    setup.registry.add(key.publicKey);
+    addBuilder(setup, key.publicKey);
     setup.close();
     const port = await freePort();
     const log = join(dir, 'strace.log');

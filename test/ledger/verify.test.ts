@@ -11,6 +11,7 @@ import { openService } from '../../src/service.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { CLI, freePort, spawnServer, stopChild } from '../helpers/server.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 const run = promisify(execFile);
 
@@ -32,7 +33,7 @@ describe('nix-quorum verify', () => {
 
   async function seed(n: number): Promise<void> {
     const service = openService(testConfig(dir), createLogger('error'));
-    if (!service.registry.get(key.name)) service.registry.add(key.publicKey);
+    if (!service.registry.get(key.name)) addBuilder(service, key.publicKey);
     await service.ingestor.submit(Array.from({ length: n }, () => parseAttestation(signedAttestation(key, { outPath: randomStorePath(), narHash: randomNarHash() }))));
     service.checkpoints.publish();
     service.close();
@@ -50,14 +51,16 @@ describe('nix-quorum verify', () => {
     const first = await verify(url, state);
     expect(first.stderr).toBe('');
     expect(first.code).toBe(0);
-    expect(first.stdout).toMatch(/300 entries verified/);
+    // The default policy's and the builder's leaves come first.
+    expect(first.stdout).toMatch(/302 entries verified/);
+    expect(first.stdout).toMatch(/replayed 1 builders, 1 policies and 300 attestations/);
     await stopChild(child);
     await seed(45);
     ({ url, child } = await spawnServer(dir, await freePort()));
     const second = await verify(url, state);
     expect(second.code).toBe(0);
-    expect(second.stdout).toMatch(/345 entries verified/);
-    expect(second.stdout).toMatch(/consistent with the checkpoint seen before \(size 300\)/);
+    expect(second.stdout).toMatch(/347 entries verified/);
+    expect(second.stdout).toMatch(/consistent with the checkpoint seen before \(size 302\)/);
     await stopChild(child);
   });
 
@@ -81,7 +84,8 @@ describe('nix-quorum verify', () => {
     // The operator throws the log away and builds a new one with the same key: every new checkpoint
     // is validly signed, but the history the auditor saw is gone.
     const db = new Database(join(dir, 'ledger.sqlite'));
-    db.exec('DELETE FROM checkpoints; DELETE FROM merkle_nodes; DELETE FROM attestations');
+    db.pragma('foreign_keys = OFF');
+    db.exec('DELETE FROM checkpoints; DELETE FROM merkle_nodes; DELETE FROM attestations; DELETE FROM operator_leaves; DELETE FROM decisions; DELETE FROM policies; DELETE FROM builders');
     db.close();
     await seed(25);
     ({ url, child } = await spawnServer(dir, await freePort()));

@@ -19,6 +19,8 @@ import { openService, type Service } from '../../src/service.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { tempDir } from '../helpers/nix.js';
 import { CLI } from '../helpers/server.js';
+import { addBuilder, revokeBuilder } from '../../src/app/builders.js';
+import { setPolicy } from '../../src/app/policies.js';
 
 const HOUR = 60 * 60 * 1000;
 const DAY = 24 * HOUR;
@@ -51,7 +53,7 @@ class World {
     this.blobs = blobs;
     this.service = openService(testConfig(dir), createLogger('warn', (line) => this.logLines.push(line)));
     this.catalog = new NarCatalog(this.service.db);
-    for (const key of Object.values(this.keys)) this.service.registry.add(key.publicKey);
+    for (const key of Object.values(this.keys)) addBuilder(this.service, key.publicKey);
   }
 
   static async open(): Promise<World> {
@@ -163,7 +165,7 @@ describe('collectGarbage', () => {
   it('never deletes a NAR with quorum under any policy, until a revocation takes the quorum away', async () => {
     world = await World.open();
     const { alice, bob, carol } = world.keys;
-    world.service.decisions.setPolicy({ name: 'solo', builders: new Set(['carol-1']), threshold: 1, onConflict: 'block' });
+    setPolicy(world.service, { name: 'solo', builders: new Set(['carol-1']), threshold: 1, onConflict: 'block' });
     const byTwo = makeNar();
     const byCarol = makeNar();
     const twoKey = await world.upload(byTwo);
@@ -179,7 +181,7 @@ describe('collectGarbage', () => {
     expect(result.kept).toBe(2);
     expect(await world.blobKeys()).toEqual([carolKey, twoKey].sort());
 
-    world.service.registry.revoke('bob-1');
+    revokeBuilder(world.service, 'bob-1');
     const after = await world.gc(t + 1000 * DAY);
     expect(after.deleted.map((d) => [d.reason, d.narHash])).toEqual([['no-quorum', byTwo.narHash]]);
     expect(await world.blobKeys()).toEqual([carolKey]);
@@ -345,7 +347,7 @@ describe('collectGarbage', () => {
         world?.close();
         world = await World.open();
         const t = Date.now();
-        world.service.decisions.setPolicy({ name: 'solo', builders: new Set(['carol-1', 'bob-1']), threshold: s.soloThreshold, onConflict: 'ignore' });
+        setPolicy(world.service, { name: 'solo', builders: new Set(['carol-1', 'bob-1']), threshold: s.soloThreshold, onConflict: 'ignore' });
         const nars = s.nars.map(makeNar);
         for (const [i, spec] of s.nars.entries()) {
           if (spec.catalogued) {
@@ -359,7 +361,7 @@ describe('collectGarbage', () => {
           const path = randomStorePath('p');
           for (const [b, choice] of votes.entries()) if (choice !== null) await world.attest(world.keys[builderNames[b]!], path, nars[choice % nars.length]!);
         }
-        if (s.revoke) world.service.registry.revoke(`${s.revoke}-1`);
+        if (s.revoke) revokeBuilder(world.service, `${s.revoke}-1`);
 
         const firstSeenUncatalogued = new Map<string, number>();
         let now = t;
@@ -437,7 +439,7 @@ describe('nix-quorum gc and the scheduled collection', () => {
     try {
       const res = gcCli('--data', dir, '--dry-run');
       expect(res.status).toBe(1);
-      expect(res.stderr).toMatch(/no database at .*ledger\.sqlite: give the server's data directory with --data/);
+      expect(res.stderr).toMatch(/no ledger in .*: give the server's data directory with --data/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

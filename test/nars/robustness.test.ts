@@ -16,6 +16,7 @@ import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { chrootBuildFlags, describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
+import { addBuilder, revokeBuilder } from '../../src/app/builders.js';
 
 interface Nar {
   bytes: Buffer;
@@ -48,7 +49,7 @@ async function startWithBuilders(...keys: SecretKey[]): Promise<{ server: Runnin
   const dir = tempDir('nars-http');
   temps.push(dir);
   const server = await startServer(testConfig(dir));
-  for (const key of keys) server.service.registry.add(key.publicKey);
+  for (const key of keys) addBuilder(server.service, key.publicKey);
   return { server, dir };
 }
 
@@ -130,7 +131,7 @@ describe('PUT /api/v1/nars/<narHash>: rejected uploads leave nothing behind', ()
   beforeAll(async () => {
     let dir: string;
     ({ server, dir } = await startWithBuilders(alice, carol));
-    server.service.registry.revoke('carol-1');
+    revokeBuilder(server.service, 'carol-1');
     storeRoot = join(dir, 'nars');
     nar = await treeNar(64 * 1024);
   });

@@ -11,6 +11,8 @@ import type { StorePath } from '../../src/nix/storePath.js';
 import { openService, type Service } from '../../src/service.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+import { addBuilder, revokeBuilder } from '../../src/app/builders.js';
+import { setPolicy } from '../../src/app/policies.js';
 
 /**
  * The rule of design.md, written again independently of src/quorum/evaluate.ts:
@@ -76,8 +78,8 @@ describe('materialised decisions', () => {
         const dir = tempDir('decisions');
         const service = openService(testConfig(dir), createLogger('error'));
         try {
-          for (const k of keys.values()) service.registry.add(k.publicKey);
-          service.decisions.setPolicy({ name: 'p', threshold: policy.threshold, onConflict: policy.onConflict, builders: policy.builders && new Set(policy.builders) });
+          for (const k of keys.values()) addBuilder(service, k.publicKey);
+          setPolicy(service, { name: 'p', threshold: policy.threshold, onConflict: policy.onConflict, builders: policy.builders && new Set(policy.builders) });
           await service.ingestor.submit(
             votes.map((v) => parseAttestation(signedAttestation(keys.get(v.builder)!, { outPath: paths[v.path]!, narHash: contents[v.content]! }))),
           );
@@ -95,10 +97,17 @@ describe('materialised decisions', () => {
             }
           };
           await check(policy);
-          if (revoke) service.registry.revoke(revoke);
+          if (revoke) revokeBuilder(service, revoke);
           await check(policy);
-          service.decisions.setPolicy({ name: 'p', threshold: later.threshold, onConflict: later.onConflict, builders: later.builders && new Set(later.builders) });
-          await check(later);
+          const laterPolicy = { name: 'p', threshold: later.threshold, onConflict: later.onConflict, builders: later.builders && new Set(later.builders) };
+          // A policy naming a revoked key is refused (its votes count nowhere), and the old one stays.
+          if (revoke && later.builders?.includes(revoke)) {
+            expect(() => setPolicy(service, laterPolicy)).toThrow(/was revoked/);
+            await check(policy);
+          } else {
+            setPolicy(service, laterPolicy);
+            await check(later);
+          }
         } finally {
           service.close();
           rmSync(dir, { recursive: true, force: true });
@@ -113,7 +122,7 @@ describe('materialised decisions', () => {
     const service = openService(testConfig(dir), createLogger('error'));
     try {
       const keys = BUILDERS.map((b) => generateSecretKey(b));
-      for (const k of keys) service.registry.add(k.publicKey);
+      for (const k of keys) addBuilder(service, k.publicKey);
       // Enough paths that the pool signs them in a worker, still at work while the decisions move on.
       const paths = Array.from({ length: 12 }, (_, i) => randomStorePath(`race${i}`));
       const [a, b, z] = [randomNarHash(), randomNarHash(), randomNarHash()];
@@ -121,15 +130,15 @@ describe('materialised decisions', () => {
       const contentOf = (i: number) => (i < 2 ? { narHash: a } : i < 4 ? { narHash: b } : { narHash: z, narSize: 0 });
       await service.ingestor.submit(paths.flatMap((outPath) => keys.map((k, i) => parseAttestation(signedAttestation(k, { outPath, ...contentOf(i) })))));
       const policy = (builders: string[], threshold: number) => ({ name: 'p', threshold, onConflict: 'ignore' as const, builders: new Set(builders) });
-      service.decisions.setPolicy(policy(['b0', 'b1', 'b2'], 2));
+      setPolicy(service, policy(['b0', 'b1', 'b2'], 2));
       await service.decisions.signaturesStored();
       // A -> B -> Z in one go: B's Sigs are made while the decisions already hold Z, and must not land there.
-      service.decisions.setPolicy(policy(['b0', 'b2', 'b3'], 2));
-      service.decisions.setPolicy(policy(['b4'], 1));
+      setPolicy(service, policy(['b0', 'b2', 'b3'], 2));
+      setPolicy(service, policy(['b4'], 1));
       await service.decisions.signaturesStored();
       for (const outPath of paths) expect(decisionOf(service, 'p', outPath)).toMatchObject({ status: 'quorum', nar_hash: z, cache_sig: null });
       // Back to A: signed again, since its Sig was dropped when the decision moved away.
-      service.decisions.setPolicy(policy(['b0', 'b1', 'b2'], 2));
+      setPolicy(service, policy(['b0', 'b1', 'b2'], 2));
       await service.decisions.signaturesStored();
       for (const outPath of paths) expect(signedBy(service.cacheKey.publicKey, outPath, decisionOf(service, 'p', outPath)!)).toBe(true);
     } finally {
@@ -146,7 +155,7 @@ describe('materialised decisions', () => {
     const attest = (s: Service, k: (typeof keys)[number]) => s.ingestor.submit([parseAttestation(signedAttestation(k, { outPath, narHash }))]);
     let service = openService(testConfig(dir), createLogger('error'));
     try {
-      for (const k of keys) service.registry.add(k.publicKey);
+      for (const k of keys) addBuilder(service, k.publicKey);
       await attest(service, keys[0]!);
       await attest(service, keys[1]!);
       await service.decisions.signaturesStored();

@@ -9,6 +9,7 @@ import { startServer, type RunningServer } from '../../src/serve.js';
 import { randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { tempDir } from '../helpers/nix.js';
 import { runCli } from '../helpers/server.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 /**
  * The substituter keeps rendered narinfos of advertised paths in memory (the default configuration).
@@ -25,7 +26,7 @@ describe('the narinfo cache', () => {
   beforeAll(async () => {
     dir = tempDir('narinfo-cache');
     server = await startServer(testConfig(dir));
-    for (const key of [alice, bob, carol]) server.service.registry.add(key.publicKey);
+    for (const key of [alice, bob, carol]) addBuilder(server.service, key.publicKey);
   });
   afterAll(async () => {
     await server.close();

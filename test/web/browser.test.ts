@@ -11,6 +11,7 @@ import { startServer, type RunningServer } from '../../src/serve.js';
 import { describeChromium, launchChromium } from '../helpers/chromium.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 const SCREENSHOTS = join(PROJECT_ROOT, 'test-artifacts', 'screenshots');
 const DESKTOP = { width: 1280, height: 900 };
@@ -41,7 +42,7 @@ describeChromium('web pages in Chromium', () => {
     mkdirSync(SCREENSHOTS, { recursive: true });
     dir = tempDir('web-browser');
     server = await startServer(testConfig(dir, { ledger: { checkpointIntervalMs: 0, origin: ORIGIN } }));
-    for (const k of [alice, bob, carol]) server.service.registry.add(k.publicKey);
+    for (const k of [alice, bob, carol]) addBuilder(server.service, k.publicKey);
     const glibc = randomStorePath('glibc-2.39');
     for (const k of [alice, bob, carol]) await submit([signedAttestation(k, { outPath: hello, narHash: helloHash, references: [glibc] })]);
     await submit([signedAttestation(alice, { outPath: glibc, narHash: randomNarHash() }), signedAttestation(bob, { outPath: disputed, narHash: randomNarHash() })]);

@@ -8,6 +8,8 @@ import type { BuilderData, ConflictsData, OverviewData, PathData, SearchData } f
 import { parseSearchQuery, PAGE_SIZE } from '../../src/web/model.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+import { addBuilder } from '../../src/app/builders.js';
+import { setPolicy } from '../../src/app/policies.js';
 
 describe('html', () => {
   it('escapes every interpolated value, and only once', () => {
@@ -68,7 +70,7 @@ describe('web pages and their JSON', () => {
   beforeAll(async () => {
     dir = tempDir('web-pages');
     server = await startServer(testConfig(dir, { ledger: { checkpointIntervalMs: 0 } }));
-    for (const k of keys) server.service.registry.add(k.publicKey);
+    for (const k of keys) addBuilder(server.service, k.publicKey);
     const refs = [randomStorePath('glibc-2.39')];
     await submit([alice, bob, carol].map((k) => signedAttestation(k, { outPath: hello, narHash: helloHash, references: refs, drvPath: helloDrv })));
     // carol disagrees on openssl, and bob signs two contents for it (an equivocation).
@@ -90,14 +92,15 @@ describe('web pages and their JSON', () => {
 
   it('overview: tree size, checkpoint, path classes, advertised paths, recent activity', async () => {
     const d = await json<OverviewData>('/api/v1/stats');
-    expect(d.treeSize).toBe(3 + 4 + 1 + paged.length);
+    // The default policy's and three builders' leaves, then the attestations.
+    expect(d.treeSize).toBe(4 + 3 + 4 + 1 + paged.length);
     expect(d.checkpoint?.size).toBe(d.treeSize);
     expect(d.paths).toEqual({ total: 3 + paged.length, reproduced: 1, unreproduced: 1, single: 1 + paged.length });
-    expect(d.policies).toEqual([{ name: 'default', threshold: 2, onConflict: 'block', builders: 'all active builders', advertised: 1 }]);
+    expect(d.policies).toEqual([{ name: 'default', threshold: 2, onConflict: 'block', builders: 'all active builders', possible: true, advertised: 1 }]);
     expect(d.recentAttestations.map((a) => a.leafIndex)).toEqual(Array.from({ length: 10 }, (_, i) => d.treeSize - 1 - i));
     expect(d.recentConflicts.map((c) => [c.builder, c.outPath])).toEqual([['bob-1', disputed]]);
     const { body } = await get('/');
-    expect(body).toContain(`<strong>${d.treeSize}</strong> attestations`);
+    expect(body).toContain(`<strong>${d.treeSize}</strong> log entries`);
     expect(body).toContain(d.checkpoint!.rootHash);
   });
 
@@ -134,7 +137,7 @@ describe('web pages and their JSON', () => {
   });
 
   it('path page: every attestation, agreement groups, a decision per policy with its reason, and the conflict evidence', async () => {
-    server.service.decisions.setPolicy({ name: 'lenient', threshold: 1, onConflict: 'ignore', builders: new Set(['alice-1']) });
+    setPolicy(server.service, { name: 'lenient', threshold: 1, onConflict: 'ignore', builders: new Set(['alice-1']) });
     const d = await json<PathData>(`/api/v1/paths/${hashPart(disputed)}/summary`);
     const [o] = d.outputs;
     expect(o!.attestations.map((a) => [a.builder, a.narHash, a.group])).toEqual([
@@ -156,8 +159,8 @@ describe('web pages and their JSON', () => {
       {
         builder: 'bob-1',
         statements: [
-          { leafIndex: 4, group: 'A', statement: expect.stringContaining(`;${goodHash};`) },
-          { leafIndex: 6, group: 'B', statement: expect.stringContaining(`;${badHash};`) },
+          { leafIndex: 4 + 4, group: 'A', statement: expect.stringContaining(`;${goodHash};`) },
+          { leafIndex: 4 + 6, group: 'B', statement: expect.stringContaining(`;${badHash};`) },
         ],
       },
     ]);
@@ -172,7 +175,7 @@ describe('web pages and their JSON', () => {
   it('builders: attestations, agreement with the others, equivocations, last seen', async () => {
     const { builders } = await json<{ builders: BuilderData[] }>('/api/v1/builders/stats');
     const by = Object.fromEntries(builders.map((b) => [b.name, b]));
-    expect(by['alice-1']).toMatchObject({ attestations: 3, paths: 3, shared: 2, agreed: 2, agreementRate: 1, equivocated: 0, lastLeaf: 7 });
+    expect(by['alice-1']).toMatchObject({ attestations: 3, paths: 3, shared: 2, agreed: 2, agreementRate: 1, equivocated: 0, lastLeaf: 4 + 7 });
     expect(by['bob-1']).toMatchObject({ attestations: 3, paths: 2, shared: 2, agreed: 1, agreementRate: 0.5, equivocated: 1 });
     expect(by['carol-1']).toMatchObject({ attestations: 2 + paged.length, paths: 2 + paged.length, shared: 2, agreed: 2, equivocated: 0 });
     expect((await get('/builders')).body).toContain('50.0% (1 of 2)');

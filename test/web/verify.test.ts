@@ -18,9 +18,13 @@ import {
 } from '../../src/web/assets/ledger-verify.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+import { addBuilder } from '../../src/app/builders.js';
 
 const subtle = globalThis.crypto.subtle;
-const SIZE = 13;
+/** Attestations logged, after the default policy's and two builders' leaves: the tree's size is SIZE. */
+const ATTESTATIONS = 13;
+const FIRST = 3;
+const SIZE = FIRST + ATTESTATIONS;
 
 describe('browser verifier (src/web/assets/ledger-verify.js) against a real server', () => {
   const dirs: string[] = [];
@@ -33,10 +37,10 @@ describe('browser verifier (src/web/assets/ledger-verify.js) against a real serv
     const dir = tempDir('web-verify');
     dirs.push(dir);
     const s = await startServer(testConfig(dir, { ledger: { checkpointIntervalMs: 0 } }));
-    s.service.registry.add(alice.publicKey);
-    s.service.registry.add(bob.publicKey);
+    addBuilder(s.service, alice.publicKey);
+    addBuilder(s.service, bob.publicKey);
     // One commit per leaf, so the log passes through every size.
-    for (let i = 0; i < SIZE; i++) {
+    for (let i = 0; i < ATTESTATIONS; i++) {
       const outPath = randomStorePath(`v${i}`);
       await s.service.ingestor.submit([parseAttestation(signedAttestation(i % 2 ? bob : alice, { outPath, narHash: randomNarHash(), references: i > 0 ? [randomStorePath('dep')] : [] }))]);
     }
@@ -88,7 +92,7 @@ describe('browser verifier (src/web/assets/ledger-verify.js) against a real serv
     const { builders } = (await (await get(server, '/api/v1/builders')).json()) as { builders: Array<{ publicKey: string }> };
     const keys = new Map(builders.map((b) => parseNixPublicKey(b.publicKey)).map((k) => [k.name, k.key]));
     const cpRoot = root(server, SIZE);
-    for (let i = 0; i < SIZE; i++) {
+    for (let i = FIRST; i < SIZE; i++) {
       const { entries } = (await (await get(server, `/api/v1/log/entries?start=${i}&end=${i + 1}`)).json()) as { entries: Array<{ leaf: string }> };
       const leaf = base64Decode(entries[0]!.leaf, 'leaf');
       const a = (await (await get(server, `/api/v1/paths/${leafOutPath(leaf).slice(11, 43)}`)).json()) as { paths: Array<{ attestations: Array<Record<string, unknown>> }> };

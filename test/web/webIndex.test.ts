@@ -8,6 +8,8 @@ import { openService, type Service } from '../../src/service.js';
 import { WebIndex } from '../../src/web/webIndex.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+import { addBuilder } from '../../src/app/builders.js';
+import { setPolicy } from '../../src/app/policies.js';
 
 /**
  * The web index is updated leaf by leaf with deltas; these tests recompute everything it claims
@@ -91,9 +93,9 @@ describe('web index', () => {
         const dir = tempDir('web-index');
         const service = openService(testConfig(dir, { quorum: { defaultThreshold: 2 } }), createLogger('error'));
         try {
-          for (const k of keys) service.registry.add(k.publicKey);
-          service.decisions.setPolicy({ name: 'strict', threshold: 3, onConflict: 'ignore', builders: new Set(BUILDERS.slice(0, 3)) });
-          const index = new WebIndex(service.db, service.logger);
+          for (const k of keys) addBuilder(service, k.publicKey);
+          setPolicy(service, { name: 'strict', threshold: 3, onConflict: 'ignore', builders: new Set(BUILDERS.slice(0, 3)) });
+          const index = new WebIndex(service.db, service.registry, service.logger);
           let inline = false;
           service.ingestor.onCommit((batch) => {
             if (inline) index.indexCommit(batch);
@@ -126,18 +128,20 @@ describe('web index', () => {
     const service = openService(testConfig(dir), createLogger('error', (line) => logged.push(line)));
     try {
       const key = generateSecretKey('alice-1');
-      service.registry.add(key.publicKey);
-      const index = new WebIndex(service.db, service.logger);
+      addBuilder(service, key.publicKey);
+      const index = new WebIndex(service.db, service.registry, service.logger);
       service.ingestor.onCommit((batch) => index.indexCommit(batch));
       const attest = (name: string) => service.ingestor.submit([parseAttestation(signedAttestation(key, { outPath: randomStorePath(name), narHash: randomNarHash() }))]);
+      // The default policy's and the builder's leaves come first.
+      const base = service.log.size();
       await attest('first');
-      expect(index.indexed()).toBe(1);
+      expect(index.indexed()).toBe(base + 1);
       // The name index is gone: the path's row is written, then its name fails.
       service.db.exec('DROP TABLE web_names');
       const [result] = await attest('second');
       expect(result!.status).toBe('accepted');
-      expect(service.log.size()).toBe(2);
-      expect(index.indexed()).toBe(1);
+      expect(service.log.size()).toBe(base + 2);
+      expect(index.indexed()).toBe(base + 1);
       expect(service.db.prepare('SELECT COUNT(*) FROM web_paths').pluck().get()).toBe(1);
       expect(logged.join('')).toContain('web index update failed');
     } finally {
@@ -151,12 +155,13 @@ describe('web index', () => {
     const service = openService(testConfig(dir), createLogger('error'));
     try {
       const key = generateSecretKey('alice-1');
-      service.registry.add(key.publicKey);
-      const index = new WebIndex(service.db, service.logger);
+      addBuilder(service, key.publicKey);
+      const index = new WebIndex(service.db, service.registry, service.logger);
       service.ingestor.onCommitted(() => index.committed());
+      const base = service.log.size();
       for (let i = 0; i < 5; i++) await service.ingestor.submit([parseAttestation(signedAttestation(key, { outPath: randomStorePath(`idle${i}`), narHash: randomNarHash() }))]);
       // Nothing here calls catchUp(): the commits' timer does.
-      await vi.waitFor(() => expect(index.indexed()).toBe(5), { timeout: 10_000 });
+      await vi.waitFor(() => expect(index.indexed()).toBe(base + 5), { timeout: 10_000 });
       expect(index.classCounts().single).toBe(5);
     } finally {
       service.close();
@@ -169,8 +174,8 @@ describe('web index', () => {
     const service = openService(testConfig(dir), createLogger('error'));
     try {
       const [alice, bob] = [generateSecretKey('alice-1'), generateSecretKey('bob-1')];
-      service.registry.add(alice.publicKey);
-      service.registry.add(bob.publicKey);
+      addBuilder(service, alice.publicKey);
+      addBuilder(service, bob.publicKey);
       const narHash = randomNarHash();
       const items = Array.from({ length: 30 }, (_, i) => randomStorePath(`old${i}`)).flatMap((outPath) => [alice, bob].map((k) => parseAttestation(signedAttestation(k, { outPath, narHash }))));
       await service.ingestor.submit(items);
@@ -178,7 +183,7 @@ describe('web index', () => {
       // As if the database predated the web tables: empty projection, no cursor, no counts.
       service.db.exec(`DELETE FROM web_paths; INSERT INTO web_names (web_names) VALUES ('delete-all'); DELETE FROM web_class_counts; DELETE FROM web_builder_stats; DELETE FROM web_advertised;
         DELETE FROM meta WHERE key IN ('web_indexed_leaves', 'web_advertised_counted')`);
-      const index = new WebIndex(service.db, service.logger);
+      const index = new WebIndex(service.db, service.registry, service.logger);
       expect(index.indexed()).toBe(0);
       await index.catchUp();
       expect(claimed(service, index)).toEqual(recount(service));

@@ -11,7 +11,7 @@ ${indexNotice(d.index)}
 <section aria-labelledby="log-h">
 <h2 id="log-h">Log</h2>
 <dl class="facts">
-<dt>Tree size</dt><dd><strong>${int(d.treeSize)}</strong> attestations</dd>
+<dt>Tree size</dt><dd><strong>${int(d.treeSize)}</strong> log entries</dd>
 <dt>Latest checkpoint</dt><dd>${
       d.checkpoint
         ? html`size ${int(d.checkpoint.size)}, root <code class="hash">${d.checkpoint.rootHash}</code>, signed ${time(d.checkpoint.createdAt)}`

@@ -1,0 +1,38 @@
+import { Router } from 'express';
+import { QuorumError } from '../errors.js';
+import { leavesByIndex } from '../ledger/queries.js';
+import type { Service } from '../service.js';
+import { query, treeIndex } from './query.js';
+
+const MAX_ENTRIES_PER_CALL = 1000;
+
+/** The transparency log: checkpoint, key, leaves of every kind, and RFC 9162 proofs. */
+export function logRoutes(service: Service): Router {
+  const { db, log, checkpoints } = service;
+  const router = Router();
+  router.get('/log/checkpoint', (_req, res) => {
+    res.type('text/plain; charset=utf-8').send(checkpoints.latest()?.note ?? checkpoints.publish().note);
+  });
+  router.get('/log/key', (_req, res) => res.type('text/plain; charset=utf-8').send(`${service.noteVerifierText}\n`));
+  router.get('/log/entries', (req, res) => {
+    const { start, end } = query(req, { start: treeIndex('start'), end: treeIndex('end') });
+    const size = log.size();
+    if (end <= start) throw new QuorumError('bad-query', 'end must be greater than start (end is exclusive)', { field: 'end' });
+    if (end > size) throw new QuorumError('bad-query', `end must be at most the tree size ${size}`, { field: 'end' });
+    const leaves = leavesByIndex(db, start, Math.min(end, start + MAX_ENTRIES_PER_CALL));
+    res.json({ entries: leaves.map(({ index, leaf, kind, builder, createdAt }) => ({ index, leaf: leaf.toString('base64'), kind, ...(builder === undefined ? {} : { builder, createdAt }) })) });
+  });
+  router.get('/log/proof/inclusion', (req, res) => {
+    const { index, size } = query(req, { index: treeIndex('index'), size: treeIndex('size') });
+    if (size > log.size()) throw new QuorumError('bad-query', `size must be at most the tree size ${log.size()}`, { field: 'size' });
+    if (index >= size) throw new QuorumError('bad-query', 'index must be less than size', { field: 'index' });
+    res.json({ index, size, hashes: log.inclusionProof(index, size).map((h) => h.toString('base64')) });
+  });
+  router.get('/log/proof/consistency', (req, res) => {
+    const { first, second } = query(req, { first: treeIndex('first'), second: treeIndex('second') });
+    if (second > log.size()) throw new QuorumError('bad-query', `second must be at most the tree size ${log.size()}`, { field: 'second' });
+    if (first > second) throw new QuorumError('bad-query', 'first must not exceed second', { field: 'first' });
+    res.json({ first, second, hashes: log.consistencyProof(first, second).map((h) => h.toString('base64')) });
+  });
+  return router;
+}

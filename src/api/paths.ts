@@ -1,0 +1,27 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { pathStatus, quorumDecisions } from '../app/paths.js';
+import { conflicts } from '../ledger/queries.js';
+import { parseHashPart } from '../nix/storePath.js';
+import { POLICY_NAME } from '../ledger/leaf.js';
+import type { Service } from '../service.js';
+import { query } from './query.js';
+
+/** Per-path status, the decisions with quorum, and the conflicts. */
+export function pathRoutes(service: Service): Router {
+  const router = Router();
+  router.get('/paths/:hashPart', (req, res) => res.json(pathStatus(service, parseHashPart(String(req.params.hashPart), 'hashPart'))));
+  router.get('/decisions', (req, res) => {
+    const { policy, after, limit } = query(req, {
+      policy: z.string().regex(POLICY_NAME, 'policy must be a policy name').default('default'),
+      after: z.string().max(300, 'after must be an output path').default(''),
+      limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+    });
+    res.json(quorumDecisions(service, policy, after, limit));
+  });
+  router.get('/conflicts', (req, res) => {
+    const { limit } = query(req, { limit: z.coerce.number().int().min(1).max(1000).default(100) });
+    res.json({ conflicts: conflicts(service.db, { limit }) });
+  });
+  return router;
+}

@@ -1,0 +1,45 @@
+import type { Statement } from 'better-sqlite3';
+import type { Db } from '../db.js';
+
+/**
+ * What caches of database state are keyed on. SQLite's `data_version` moves when another connection
+ * (another process: an admin command, an editor of the file) commits; a commit of this connection
+ * does not move it, so this process's own changes bump `generation` (touch) instead.
+ */
+export class DbVersion {
+  private readonly dataVersion: Statement<[], number>;
+  private generation = 0;
+
+  constructor(db: Db) {
+    this.dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
+  }
+
+  current(): string {
+    return `${this.dataVersion.get()}:${this.generation}`;
+  }
+
+  /** Called after this process changed state that caches hold. */
+  touch(): void {
+    this.generation++;
+  }
+}
+
+/** A value derived from the database, loaded again whenever the database version moved. */
+export class Derived<T> {
+  private value: T | undefined;
+  private at: string | undefined;
+
+  constructor(
+    private readonly version: DbVersion,
+    private readonly load: () => T,
+  ) {}
+
+  get(): T {
+    const now = this.version.current();
+    if (this.value === undefined || this.at !== now) {
+      this.value = this.load();
+      this.at = now;
+    }
+    return this.value;
+  }
+}
