@@ -1,6 +1,6 @@
 import { QuorumError } from '../errors.js';
 import { httpJson } from '../http/client.js';
-import { formatPublicKey, publicKeyFromRaw, verifyRaw } from '../nix/keys.js';
+import { formatPublicKey, publicKeyFromRaw, verifyRaw, type PublicKey } from '../nix/keys.js';
 import { evaluate, trustedKeys, type Vote } from '../quorum/evaluate.js';
 import { parseCheckpoint, parseNoteVerifierKey, type Checkpoint } from './checkpoint.js';
 import { TreeFrontier } from './frontier.js';
@@ -93,10 +93,11 @@ export async function auditLog(
   let attestations = 0;
   let early = 0;
 
+  const keys = new Map<string, PublicKey>();
+  const keyOf = (name: string) => keys.get(name) ?? keys.set(name, publicKeyFromRaw(name, state.byName(name)!.publicKey)).get(name)!;
   // 3. The signature under the bound key, then the vote.
   const count = ({ index, attestation: a }: Held) => {
-    const bound = state.byName(a.builder)!;
-    if (!verifyRaw(publicKeyFromRaw(a.builder, bound.publicKey), statementText(a), a.signature)) {
+    if (!verifyRaw(keyOf(a.builder), statementText(a), a.signature)) {
       throw new QuorumError('tampered', `entry ${index}: the signature by ${a.builder} does not match the statement (${a.outPath})`);
     }
     const refs = a.references.join(',');

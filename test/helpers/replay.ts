@@ -1,4 +1,4 @@
-import { createPublicKey, verify } from 'node:crypto';
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 
 /**
  * An auditor's replay of a nix-quorum log, written from design.md alone (none of src/): leaf kinds,
@@ -44,12 +44,15 @@ export function replayLeaves(leaves: Buffer[]): ReplayedLog {
     }
   });
   // Signatures under the key the name is bound to (anywhere in the log: upgraded ledgers register late).
+  const keyObjects = new Map<string, KeyObject>();
   for (const v of votes) {
     const b = builders.get(v.name);
-    if (!b) problems.push(`leaf ${v.index}: ${v.name} never registered`);
-    else if (!verify(null, Buffer.from(v.statement), createPublicKey({ key: Buffer.concat([SPKI, Buffer.from(b.key, 'base64')]), format: 'der', type: 'spki' }), v.signature)) {
-      problems.push(`leaf ${v.index}: bad signature`);
+    if (!b) {
+      problems.push(`leaf ${v.index}: ${v.name} never registered`);
+      continue;
     }
+    const key = keyObjects.get(b.key) ?? keyObjects.set(b.key, createPublicKey({ key: Buffer.concat([SPKI, Buffer.from(b.key, 'base64')]), format: 'der', type: 'spki' })).get(b.key)!;
+    if (!verify(null, Buffer.from(v.statement), key, v.signature)) problems.push(`leaf ${v.index}: bad signature`);
   }
   const quorum = new Map<string, Map<string, string>>();
   for (const [name, p] of policies) {
