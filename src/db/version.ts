@@ -5,17 +5,26 @@ import type { Db } from '../db.js';
  * What caches of database state are keyed on. SQLite's `data_version` moves when another connection
  * (another process: an admin command, an editor of the file) commits; a commit of this connection
  * does not move it, so this process's own changes bump `generation` (touch) instead.
+ *
+ * `data_version` is read at most once per event-loop turn: ingest asks for the registry several
+ * times per attestation, and a commit elsewhere during one synchronous turn is seen from the next,
+ * as for any request that raced it. This process's own changes are seen at once.
  */
 export class DbVersion {
   private readonly dataVersion: Statement<[], number>;
   private generation = 0;
+  private read: number | undefined;
 
   constructor(db: Db) {
     this.dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
   }
 
   current(): string {
-    return `${this.dataVersion.get()}:${this.generation}`;
+    if (this.read === undefined) {
+      this.read = this.dataVersion.get()!;
+      setImmediate(() => (this.read = undefined));
+    }
+    return `${this.read}:${this.generation}`;
   }
 
   /** Called after this process changed state that caches hold. */

@@ -5,6 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addBuilder } from '../../src/app/builders.js';
 import { parseAttestation } from '../../src/ledger/attestation.js';
 import { auditLog } from '../../src/ledger/audit.js';
+import { encodeLeaf } from '../../src/ledger/leaf.js';
+import { MerkleLog } from '../../src/ledger/log.js';
 import { createLogger } from '../../src/log.js';
 import { uploadAuthHeader } from '../../src/nars/uploadAuth.js';
 import { narHashFromDigest, sha256, type NarHash } from '../../src/nix/hash.js';
@@ -174,6 +176,40 @@ describe('a database edited while the server is down', () => {
     });
     try {
       await expect(auditLog(server.url)).rejects.toThrow(new RegExp(`entry ${edited}: the signature by bob-1 does not match the statement`));
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('attestations a server appended to its own log in breach of the registry: verify names each one', async () => {
+    let late = 0;
+    let unknown = 0;
+    const { server } = await restartAfter((db) => {
+      const log = new MerkleLog(db);
+      const revoke = log.size();
+      const text = `nix-quorum-builder-v1;revoke;carol-1;;${Date.now()}`;
+      db.prepare('INSERT INTO operator_leaves (leaf_index, leaf) VALUES (?, ?)').run(revoke, text);
+      db.prepare("UPDATE builders SET revoked_at = 1, revoked_leaf = ? WHERE name = 'carol-1'").run(revoke);
+      log.append(revoke, [Buffer.from(text)]);
+      const puppet = db.prepare('INSERT INTO builders (name, public_key, added_at) VALUES (?, ?, 0)').run(mallory.name, mallory.publicKey.raw).lastInsertRowid;
+      const carolId = db.prepare("SELECT id FROM builders WHERE name = 'carol-1'").pluck().get();
+      for (const [key, id] of [[carol, carolId], [mallory, puppet]] as const) {
+        const index = log.size();
+        const a = parseAttestation(signedAttestation(key, { outPath: randomStorePath('appended'), narHash: nars.get(lonely)!.narHash }));
+        db.prepare('INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)').run(
+          index, id, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, '', a.signature,
+        );
+        log.append(index, [encodeLeaf(a)]);
+        if (key === carol) late = index;
+        else unknown = index;
+      }
+    });
+    try {
+      const report = await auditLog(server.url);
+      expect(report.problems).toEqual([
+        expect.stringMatching(new RegExp(`^entry ${late}: carol-1 attested .* after the log revoked its key \\(leaf ${late - 1}\\)$`)),
+        `entries ${unknown}: signed as mallory-1, a name the log never registers`,
+      ]);
     } finally {
       await server.close();
     }

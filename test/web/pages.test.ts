@@ -8,7 +8,7 @@ import type { BuilderData, ConflictsData, OverviewData, PathData, SearchData } f
 import { parseSearchQuery, PAGE_SIZE } from '../../src/web/model.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
-import { addBuilder } from '../../src/app/builders.js';
+import { addBuilder, revokeBuilder } from '../../src/app/builders.js';
 import { setPolicy } from '../../src/app/policies.js';
 
 describe('html', () => {
@@ -219,5 +219,15 @@ describe('web pages and their JSON', () => {
     await get('/assets/missing.js', 404);
     const nacl = await get('/assets/nacl-fast.min.js');
     expect(nacl.res.headers.get('content-type')).toMatch(/javascript/);
+  });
+
+  it('flags a policy that revocations made impossible, on the overview and the path page', async () => {
+    setPolicy(server.service, { name: 'trio', threshold: 3, onConflict: 'block', builders: ['alice-1', 'bob-1', 'carol-1'] });
+    expect((await json<OverviewData>('/api/v1/stats')).policies.find((p) => p.name === 'trio')).toMatchObject({ possible: true });
+    revokeBuilder(server.service, 'carol-1');
+    const trio = (await json<OverviewData>('/api/v1/stats')).policies.find((p) => p.name === 'trio');
+    expect(trio).toMatchObject({ possible: false, impossible: 'only 2 active keys in the policy, threshold 3: no path can reach quorum' });
+    expect((await get('/')).body).toMatch(/<td data-label="Threshold" class="num">3 <span class="badge status-blocked" title="only 2 active keys[^"]*">impossible<\/span>/);
+    expect((await get(`/paths/${hashPart(hello)}`)).body).toContain('impossible</span>');
   });
 });

@@ -35,7 +35,7 @@ ${indexNotice(d.index)}
 <thead><tr><th scope="col">Policy</th><th scope="col">Threshold</th><th scope="col">Builders</th><th scope="col">On conflict</th><th scope="col">Advertised paths</th></tr></thead>
 <tbody>${d.policies.map(
       (p) =>
-        html`<tr><td data-label="Policy">${p.name}</td><td data-label="Threshold" class="num">${p.threshold}</td><td data-label="Builders">${Array.isArray(p.builders) ? p.builders.join(', ') : p.builders}</td><td data-label="On conflict">${p.onConflict}</td><td data-label="Advertised" class="num">${int(p.advertised)}</td></tr>`,
+        html`<tr><td data-label="Policy">${p.name}</td><td data-label="Threshold" class="num">${p.threshold}${p.impossible ? html` <span class="badge status-blocked" title="${p.impossible}">impossible</span>` : ''}</td><td data-label="Builders">${Array.isArray(p.builders) ? p.builders.join(', ') : p.builders}</td><td data-label="On conflict">${p.onConflict}</td><td data-label="Advertised" class="num">${int(p.advertised)}</td></tr>`,
     )}</tbody>
 </table></div>
 </section>

@@ -19,7 +19,7 @@ function decisions(o: OutputData): Html {
 <thead><tr><th scope="col">Policy</th><th scope="col">Status</th><th scope="col">Served</th><th scope="col">Reason</th><th scope="col">Agreeing</th><th scope="col">Dissenting</th><th scope="col">Equivocating</th><th scope="col">Not attested</th></tr></thead>
 <tbody>${o.decisions.map(
     (d) =>
-      html`<tr><td data-label="Policy">${d.policy.name} <span class="muted">(${d.threshold} of ${d.trusted}, ${d.policy.onConflict})</span></td><td data-label="Status">${statusBadge(d.status)}</td><td data-label="Served">${
+      html`<tr><td data-label="Policy">${d.policy.name} <span class="muted">(${d.threshold} of ${d.trusted}, ${d.policy.onConflict})</span>${d.policy.impossible ? html` <span class="badge status-blocked" title="${d.policy.impossible}">impossible</span>` : ''}</td><td data-label="Status">${statusBadge(d.status)}</td><td data-label="Served">${
         d.served ? 'yes' : d.status === 'quorum' ? 'no: NAR not uploaded yet' : 'no'
       }</td><td data-label="Reason">${d.reason}</td><td data-label="Agreeing">${list(d.agreeing)}</td><td data-label="Dissenting">${list(d.dissenting)}</td><td data-label="Equivocating">${list(d.equivocating)}</td><td data-label="Not attested">${list(d.missing)}</td></tr>`,
   )}</tbody>
