@@ -23,6 +23,7 @@
  * runs with PRAGMA synchronous=OFF (no fsync per batch; the load is not a durability test) and a
  * 1 GiB page cache; every measurement reopens the database with openDb's production settings.
  */
+import type { Statement } from 'better-sqlite3';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, statfsSync } from 'node:fs';
@@ -101,15 +102,22 @@ class BulkLoader {
   /** Ring buffer of the most recent paths, the candidates for references. */
   private readonly recent: StorePath[] = [];
   private recentNext = 0;
-  private readonly catalog: NarCatalog;
-  private readonly insert;
+  private service!: Service;
+  private catalog!: NarCatalog;
+  private insert!: Statement<unknown[]>;
   /** Seconds spent per part of a batch, for the report. */
   readonly seconds = { generate: 0, attestations: 0, nars: 0, merkle: 0, decisions: 0, commit: 0, checkpoint: 0 };
 
   constructor(
-    private readonly service: Service,
+    service: Service,
     private readonly builders: Builder[],
   ) {
+    this.use(service);
+  }
+
+  /** Loads through this service from now on (the ledger is closed and reopened between stages). */
+  use(service: Service): void {
+    this.service = service;
     this.catalog = new NarCatalog(service.db);
     // Ingestor.commit's INSERT; its duplicate check is skipped because every generated row is new.
     this.insert = service.db.prepare(
@@ -144,7 +152,7 @@ class BulkLoader {
     const paths: PathSpec[] = [];
     while (paths.length * BUILDERS < count) paths.push(...this.derivation());
     lap('generate');
-    const start = this.leaves;
+    const start = log.size();
     db.transaction(() => {
       const leaves: Buffer[] = [];
       const now = Date.now();
@@ -175,7 +183,7 @@ class BulkLoader {
       lap('decisions');
     })();
     lap('commit');
-    this.leaves = start + count;
+    this.leaves += count;
     checkpoints.publish();
     lap('checkpoint');
   }
@@ -274,6 +282,10 @@ function storageReadBytes(pid: number | 'self'): number {
 }
 
 const randomIndex = (size: number) => Math.floor(Math.random() * size);
+/** The leaves before the first attestation: the default policy's and the builders' registry leaves. */
+let firstLeaf = 0;
+/** A random attestation's leaf index, of `size` attestations. */
+const randomAttestationLeaf = (size: number) => firstLeaf + randomIndex(size);
 const randomHashPart = () => nix32Encode(randomBytes(20)) as HashPart;
 
 /** Size and depth of each table's and index's b-tree (dbstat), grouped as core ledger vs web projection. */
@@ -309,6 +321,8 @@ interface StageResult {
   /** Attestations loaded per second of this process's CPU time: less sensitive to neighbours than stageRate. */
   cpuRate: number;
   loadAverage: number;
+  /** openService's check of every decision against the log (src/quorum/decisions.ts reconcile), at this size. */
+  startupSeconds: number;
   /** Bytes read from storage (not page cache) during the in-process lookups, and by the server during its requests. */
   diskReads: { inProcess: number; http: number };
   loaded: Storage;
@@ -323,18 +337,18 @@ async function measureInProcess(size: number): Promise<{ latencies: Record<strin
   // Samples are drawn through another connection, so the measuring one starts with an empty page cache.
   const sampler = openDb(dbFile);
   const outPathAt = sampler.prepare('SELECT out_path FROM attestations WHERE leaf_index = ?').pluck();
-  const hashParts = Array.from({ length: lookups }, () => hashPartOf(outPathAt.get(randomIndex(size)) as StorePath));
+  const hashParts = Array.from({ length: lookups }, () => hashPartOf(outPathAt.get(randomAttestationLeaf(size)) as StorePath));
   sampler.close();
   const db = openDb(dbFile);
   try {
     const lookup = new QuorumLookup(db);
     const log = new MerkleLog(db);
-    const checkpoint = db.prepare('SELECT root_hash FROM checkpoints WHERE tree_size = ?').pluck().get(size) as Buffer | undefined;
-    if (!checkpoint) throw new Error(`no checkpoint of size ${size}`);
+    const checkpoint = db.prepare('SELECT root_hash FROM checkpoints WHERE tree_size = ?').pluck().get(firstLeaf + size) as Buffer | undefined;
+    if (!checkpoint) throw new Error(`no checkpoint of size ${firstLeaf + size}`);
     // Each leaf hash is recomputed from its stored row (untimed), so a passing proof also shows the
     // rows re-encode to the leaves the tree was built from.
     const leaves = Array.from({ length: lookups }, () => {
-      const index = randomIndex(size);
+      const index = randomAttestationLeaf(size);
       return { index, hash: leafHash(encodeLeaf(attestationOf(attestationsByLeaf(db, index, index + 1)[0]!))) };
     });
     const readBefore = storageReadBytes('self');
@@ -349,7 +363,7 @@ async function measureInProcess(size: number): Promise<{ latencies: Record<strin
         'API path lookup (attestationsOfHashPart)': probe(hashParts, (h) => {
           if (attestationsOfHashPart(db, h).length < 2) throw new Error(`${h}: fewer than 2 attestations`);
         }),
-        'inclusion proof + verify (MerkleLog)': probe(leaves, ({ index, hash }) => verifyInclusion(hash, index, size, log.inclusionProof(index, size), checkpoint)),
+        'inclusion proof + verify (MerkleLog)': probe(leaves, ({ index, hash }) => verifyInclusion(hash, index, firstLeaf + size, log.inclusionProof(index, firstLeaf + size), checkpoint)),
       },
       Math.min(500, Math.floor(lookups / 10)),
     );
@@ -366,7 +380,7 @@ async function measureInProcess(size: number): Promise<{ latencies: Record<strin
 async function measureHttp(size: number): Promise<Pick<StageResult, 'webCatchUp' | 'http'> & { diskReads: number }> {
   const sampler = openDb(dbFile);
   const outPathAt = sampler.prepare('SELECT out_path FROM attestations WHERE leaf_index = ?').pluck();
-  const draw = (n: number) => Array.from({ length: n }, () => outPathAt.get(randomIndex(size)) as StorePath);
+  const draw = (n: number) => Array.from({ length: n }, () => outPathAt.get(randomAttestationLeaf(size)) as StorePath);
   // Separate samples for the catch-up phase: the server caches rendered narinfos.
   const duringPaths = draw(5000);
   const outPaths = draw(requests + 200);
@@ -382,7 +396,8 @@ async function measureHttp(size: number): Promise<Pick<StageResult, 'webCatchUp'
   });
   const exited = new Promise((resolve) => server!.once('exit', resolve));
   try {
-    await waitForHealth(url, 6000);
+    // The server checks every decision against the log before it listens (src/service.ts): minutes at 10M.
+    await waitForHealth(url, 60_000);
     const narinfoOk = (path: string, status: number, body: string) => {
       if (status !== 200 || !body.startsWith('StorePath: /nix/store/')) throw new Error(`${path} answered ${status}: ${body.slice(0, 200)}`);
     };
@@ -418,7 +433,7 @@ async function measureHttp(size: number): Promise<Pick<StageResult, 'webCatchUp'
           }),
         ),
         'GET /api/v1/paths/<hashpart>': probe(outPaths.map((p) => `/api/v1/paths/${hashPartOf(p)}`), ok),
-        'GET /api/v1/log/proof/inclusion': probe(outPaths.map(() => `/api/v1/log/proof/inclusion?index=${randomIndex(size)}&size=${size}`), ok),
+        'GET /api/v1/log/proof/inclusion': probe(outPaths.map(() => `/api/v1/log/proof/inclusion?index=${randomIndex(firstLeaf + size)}&size=${firstLeaf + size}`), ok),
       },
       200,
     );
@@ -433,11 +448,24 @@ async function measureHttp(size: number): Promise<Pick<StageResult, 'webCatchUp'
 const fmtMs = (l: Latency) => `${l.p50.toFixed(3)} / ${l.p99.toFixed(3)} / ${l.quietP99.toFixed(3)}`;
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
-try {
-  const service = openService(loadConfig({ env: {}, flags: { dataDir: dir, logLevel: 'error' } }), createLogger('error'));
-  const builders = Array.from({ length: BUILDERS }, (_, i) => addBuilder(service, generateSecretKey(`builder-${i}.example.org-1`).publicKey).builder);
+/** Opens the ledger as serve does; its start-up check of every decision is timed (its own log line). */
+function openLedger(): { service: Service; startup: { ms: number; paths: number; corrected: number } } {
+  let startup = { ms: 0, paths: 0, corrected: 0 };
+  const logger = createLogger('info', (line) => {
+    const entry = JSON.parse(line) as { msg: string; ms?: number; paths?: number; corrected?: number };
+    if (entry.msg === 'decisions checked against the log') startup = { ms: entry.ms!, paths: entry.paths!, corrected: entry.corrected! };
+  });
+  const service = openService(loadConfig({ env: {}, flags: { dataDir: dir, logLevel: 'error' } }), logger);
+  // During the load only (see the file comment).
   service.db.pragma('synchronous = OFF');
   service.db.pragma(`cache_size = ${-(2 ** 20)}`);
+  return { service, startup };
+}
+
+try {
+  let { service } = openLedger();
+  const builders = Array.from({ length: BUILDERS }, (_, i) => addBuilder(service, generateSecretKey(`builder-${i}.example.org-1`).publicKey).builder);
+  firstLeaf = service.log.size();
   const loader = new BulkLoader(service, builders);
   const results: StageResult[] = [];
   for (const target of stages) {
@@ -452,11 +480,19 @@ try {
     const paths = service.db.prepare('SELECT COUNT(*) FROM decisions').pluck().get() as number;
     console.log(`\n== ${target} attestations (${paths} paths): loaded in ${stageSeconds.toFixed(0)} s, ${Math.round(stageRate)} attestations/s, ${Math.round(cpuRate)} per CPU-second`);
     console.log(`load time by part (cumulative s): ${Object.entries(loader.seconds).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`);
+    // The server holds the data directory while it runs: the loader lets go of it to measure.
+    service.close();
+    const opened = openLedger();
+    opened.service.close();
+    const { startup } = opened;
+    console.log(`start-up check of every decision against the log: ${(startup.ms / 1000).toFixed(1)} s for ${startup.paths} paths (${Math.round((1000 * target) / Math.max(1, startup.ms))} attestations/s), ${startup.corrected} corrected`);
     const loadAverage = loadavg()[0]!;
     const { latencies: inProcess, diskReads: inProcessReads } = await measureInProcess(target);
     const { webCatchUp, http, diskReads: httpReads } = await measureHttp(target);
+    ({ service } = openLedger());
+    loader.use(service);
     const served = storage(service.db);
-    const result: StageResult = { size: target, paths, stageRate, cpuRate, loadAverage, diskReads: { inProcess: inProcessReads, http: httpReads }, loaded, inProcess, webCatchUp, http, served };
+    const result: StageResult = { size: target, paths, stageRate, cpuRate, loadAverage, startupSeconds: startup.ms / 1000, diskReads: { inProcess: inProcessReads, http: httpReads }, loaded, inProcess, webCatchUp, http, served };
     results.push(result);
     console.log(`database ${mib(loaded.fileBytes)} after load = ${(loaded.fileBytes / target).toFixed(0)} B/attestation; after web catch-up ${mib(served.fileBytes)}`);
     console.log(`web catch-up: ${webCatchUp.leaves} leaves in ${webCatchUp.seconds.toFixed(1)} s (server start included)`);
@@ -481,6 +517,7 @@ try {
   row('load rate of the stage, attestations/s', (r) => String(Math.round(r.stageRate)));
   row('load rate of the stage, attestations per CPU-second of the loader', (r) => String(Math.round(r.cpuRate)));
   row('load average (1 min) while measuring', (r) => r.loadAverage.toFixed(1));
+  row('**start-up check of every decision against the log**, s', (r) => r.startupSeconds.toFixed(1), times((r) => r.startupSeconds));
   row('storage reads during lookups: in process / server', (r) => `${mib(r.diskReads.inProcess)} / ${mib(r.diskReads.http)}`);
   row('database after load (file + WAL)', (r) => mib(r.loaded.fileBytes));
   row('**bytes per attestation** (ledger tables)', (r) => (r.loaded.coreBytes / r.size).toFixed(0), times((r) => r.loaded.coreBytes / r.size));
