@@ -11,20 +11,22 @@ import type { Db } from '../db.js';
  * as for any request that raced it. This process's own changes are seen at once.
  */
 export class DbVersion {
-  private readonly dataVersion: Statement<[], number>;
-  private generation = 0;
+  private readonly statement: Statement<[], number>;
+  /** Bumped by this process's own changes. */
+  generation = 0;
   private read: number | undefined;
 
   constructor(db: Db) {
-    this.dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
+    this.statement = db.prepare<[], number>('PRAGMA data_version').pluck();
   }
 
-  current(): string {
+  /** SQLite's data_version, as of this event-loop turn. */
+  dataVersion(): number {
     if (this.read === undefined) {
-      this.read = this.dataVersion.get()!;
+      this.read = this.statement.get()!;
       setImmediate(() => (this.read = undefined));
     }
-    return `${this.read}:${this.generation}`;
+    return this.read;
   }
 
   /** Called after this process changed state that caches hold. */
@@ -36,7 +38,8 @@ export class DbVersion {
 /** A value derived from the database, loaded again whenever the database version moved. */
 export class Derived<T> {
   private value: T | undefined;
-  private at: string | undefined;
+  private dataVersion = -1;
+  private generation = -1;
 
   constructor(
     private readonly version: DbVersion,
@@ -44,10 +47,11 @@ export class Derived<T> {
   ) {}
 
   get(): T {
-    const now = this.version.current();
-    if (this.value === undefined || this.at !== now) {
+    const dataVersion = this.version.dataVersion();
+    if (this.value === undefined || dataVersion !== this.dataVersion || this.version.generation !== this.generation) {
       this.value = this.load();
-      this.at = now;
+      this.dataVersion = dataVersion;
+      this.generation = this.version.generation;
     }
     return this.value;
   }

@@ -129,10 +129,10 @@ export class Ingestor {
    */
   private refusal(name: string): Extract<IngestResult, { status: 'rejected' }> | undefined {
     const builder = this.registry.get(name);
+    if (builder?.counts) return undefined;
     if (!builder || builder.addedLeaf === null) return { status: 'rejected', code: 'unknown-builder', reason: `builder: no registered builder key named ${name}` };
     if (!builder.active) return { status: 'rejected', code: 'revoked-builder', reason: `builder: the key ${name} was revoked` };
-    if (this.registry.activeKey(name) === undefined) return { status: 'rejected', code: 'unknown-builder', reason: `builder: ${name} holds a key registered under another name` };
-    return undefined;
+    return { status: 'rejected', code: 'unknown-builder', reason: `builder: ${name} holds a key registered under another name` };
   }
 
   /**

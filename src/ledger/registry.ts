@@ -14,14 +14,19 @@ export interface Builder {
   /** The registry leaf that added it; null for a row no leaf of the log states (it never counts). */
   addedLeaf: number | null;
   revokedLeaf: number | null;
-  /** Registered in the log and not revoked: its attestations are accepted and count. */
+  /** Registered in the log and not revoked. */
   active: boolean;
+  /**
+   * Active, and the row its key is trusted through (see activeKey): its attestations are accepted
+   * and count. False for a second row of a registered key, which only an edit of the database makes.
+   */
+  counts: boolean;
 }
 
 type BuilderRow = [id: number, name: string, publicKey: Buffer, addedAt: number, revokedAt: number | null, addedLeaf: number | null, revokedLeaf: number | null];
 
 function fromRow([id, name, raw, addedAt, revokedAt, addedLeaf, revokedLeaf]: BuilderRow): Builder {
-  return { id, name, publicKey: publicKeyFromRaw(name, raw), keyId: keyIdOf(raw), addedAt, revokedAt, addedLeaf, revokedLeaf, active: addedLeaf !== null && revokedLeaf === null };
+  return { id, name, publicKey: publicKeyFromRaw(name, raw), keyId: keyIdOf(raw), addedAt, revokedAt, addedLeaf, revokedLeaf, active: addedLeaf !== null && revokedLeaf === null, counts: false };
 }
 
 export function builderJson(b: Builder) {
@@ -49,6 +54,7 @@ export class BuilderRegistry implements RegistryLookup, KeyDirectory {
       const builders = rows.all().map(fromRow);
       const byKey = new Map<string, Builder>();
       for (const b of builders) if (b.addedLeaf !== null && !byKey.has(b.keyId)) byKey.set(b.keyId, b);
+      for (const b of byKey.values()) b.counts = b.active;
       return { byName: new Map(builders.map((b) => [b.name, b])), byId: new Map(builders.map((b) => [b.id, b])), byKey };
     });
   }
@@ -87,7 +93,7 @@ export class BuilderRegistry implements RegistryLookup, KeyDirectory {
    */
   activeKey(name: string): string | undefined {
     const b = this.get(name);
-    return b?.active && this.snapshot.get().byKey.get(b.keyId) === b ? b.keyId : undefined;
+    return b?.counts ? b.keyId : undefined;
   }
 
   activeKeys(): Iterable<string> {
