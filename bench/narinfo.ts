@@ -28,7 +28,7 @@
  * depends less on whether the server, the client or other load on the machine set the pace.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -67,6 +67,7 @@ const MISS_FLOOD = 100_000;
 
 const work = mkdtempSync(join(tmpdir(), 'nq-bench-narinfo-'));
 const dataDir = join(work, 'data');
+const copyDir = join(work, 'data-copy');
 const nginxRoot = join(work, 'nginx');
 mkdirSync(nginxRoot);
 
@@ -196,7 +197,11 @@ try {
   paths.forEach((p, i) => writeFileSync(join(nginxRoot, `${p.hashPart}.narinfo`), bodies[i]!));
   console.log(`filled               ${pathCount} paths with quorum and NARs in ${((Date.now() - fillStarted) / 1000).toFixed(1)} s`);
 
-  const uncached = await startQuorumServer({ dataDir, cpus: serverCpu, config: { substituter: { narinfoCacheEntries: 0 } } });
+  // One server holds a data directory: the uncached one serves an identical copy (same keys, same bytes).
+  await cached.stop();
+  servers.splice(servers.indexOf(cached), 1);
+  cpSync(dataDir, copyDir, { recursive: true });
+  const uncached = await startQuorumServer({ dataDir: copyDir, cpus: serverCpu, config: { substituter: { narinfoCacheEntries: 0 } } });
   servers.push(uncached);
   const nginx = await startNginx({ root: nginxRoot, cpus: serverCpu });
   servers.push(nginx);
