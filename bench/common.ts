@@ -5,7 +5,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { attestAuthHeader } from '../src/http/builderAuth.js';
 import { narHashFromDigest } from '../src/nix/hash.js';
+import type { SecretKey } from '../src/nix/keys.js';
 import { nix32Encode } from '../src/nix/nix32.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 
@@ -224,4 +226,10 @@ export function exec(command: string, args: string[], env: NodeJS.ProcessEnv = p
     child.once('error', reject);
     child.once('close', (code, signal) => (code === 0 ? resolve(stdout) : reject(new Error(`${command} ${args.join(' ')} failed (${code ?? signal}): ${stderr}${stdout}`))));
   });
+}
+
+/** POST /api/v1/attestations as a builder does: the JSON of `payload`, the request signed by `key`. */
+export function postAttestations(url: string, key: SecretKey, payload: unknown): Promise<Response> {
+  const body = Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload));
+  return fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: attestAuthHeader(key, body) }, body });
 }

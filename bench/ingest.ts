@@ -15,6 +15,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { attestAuthHeader } from '../src/http/builderAuth.js';
 import { statementText } from '../src/ledger/statement.js';
 import { createLogger } from '../src/log.js';
 import { generateSecretKey, signRaw, verifyRaw } from '../src/nix/keys.js';
@@ -58,8 +59,12 @@ const items = Array.from({ length: total }, (_, i) => {
   const a = paths[j]!;
   return { ...a, builder: key.name, signature: signRaw(key, statementText(a as never)).toString('base64') };
 });
-const bodies: string[] = [];
-for (let i = 0; i < total; i += batchSize) bodies.push(JSON.stringify(items.slice(i, i + batchSize)));
+// Each request signed by a builder (any of them), before the clock starts.
+const bodies: Array<{ body: Buffer<ArrayBuffer>; authorization: string }> = [];
+for (let i = 0; i < total; i += batchSize) {
+  const body = Buffer.from(JSON.stringify(items.slice(i, i + batchSize)));
+  bodies.push({ body, authorization: attestAuthHeader(keys[0]!, body) });
+}
 
 // Peer: single-core Node Ed25519 verifies over the same statements, same run.
 const verifyCount = Math.min(total, 20000);
@@ -94,8 +99,8 @@ t = process.hrtime.bigint();
 await Promise.all(
   Array.from({ length: clients }, async () => {
     while (next < bodies.length) {
-      const body = bodies[next++]!;
-      const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      const { body, authorization } = bodies[next++]!;
+      const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json', authorization }, body });
       if (!res.ok) throw new Error(`server answered ${res.status}: ${await res.text()}`);
       const { results } = (await res.json()) as { results: Array<{ status: string }> };
       acknowledged += results.filter((r) => r.status === 'accepted').length;

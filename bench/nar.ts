@@ -33,14 +33,14 @@ import { parseArgs } from 'node:util';
 import { attestationJson, signOutput } from '../src/builder/attest.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { uploadAuthHeader } from '../src/nars/uploadAuth.js';
+import { uploadAuthHeader } from '../src/http/builderAuth.js';
 import { narHashFromDigest } from '../src/nix/hash.js';
 import { generateSecretKey } from '../src/nix/keys.js';
 import { dumpNar } from '../src/nix/nar/index.js';
 import { parseNarInfo } from '../src/nix/narinfo.js';
 import type { StorePath } from '../src/nix/storePath.js';
 import { openService } from '../src/service.js';
-import { exec, median, randomStorePath, startNginx, startQuorumServer, type BenchServer } from './common.js';
+import { exec, median, randomStorePath, startNginx, startQuorumServer, postAttestations, type BenchServer } from './common.js';
 import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
@@ -191,7 +191,7 @@ try {
   // Quorum for a path with this NAR, so the substituter serves it.
   const outPath = randomStorePath('big-payload-1.0') as StorePath;
   const output = { drvPath: `${randomStorePath('big-payload-1.0')}.drv` as StorePath, outputName: 'out', outPath, narHash, narSize, references: [] };
-  const res = await fetch(`${ours!.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(keys.map((k) => attestationJson(signOutput(output, k)))) });
+  const res = await postAttestations(ours!.url, keys[0]!, keys.map((k) => attestationJson(signOutput(output, k))));
   if (!res.ok) throw new Error(`attestations answered ${res.status}: ${await res.text()}`);
   const narinfoRes = await fetch(`${ours!.url}/${outPath.slice(11, 43)}.narinfo`);
   if (narinfoRes.status !== 200) throw new Error(`the path is not advertised (${narinfoRes.status}): ${await narinfoRes.text()}`);

@@ -36,14 +36,14 @@ import { attestationJson, signOutput, type AttestationJson } from '../src/builde
 import { runPool } from '../src/builder/pool.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { uploadAuthHeader } from '../src/nars/uploadAuth.js';
+import { uploadAuthHeader } from '../src/http/builderAuth.js';
 import { narHashFromDigest, sha256, type NarHash } from '../src/nix/hash.js';
 import { generateSecretKey, type SecretKey } from '../src/nix/keys.js';
 import { encodeStrings, NAR_MAGIC } from '../src/nix/nar/index.js';
 import { nix32Encode } from '../src/nix/nix32.js';
 import { hashPartOf, type HashPart, type StorePath } from '../src/nix/storePath.js';
 import { openService } from '../src/service.js';
-import { cpuSeconds, exec, median, randomStorePath, startNginx, startQuorumServer, type BenchServer } from './common.js';
+import { cpuSeconds, exec, median, randomStorePath, startNginx, startQuorumServer, postAttestations, type BenchServer } from './common.js';
 import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
@@ -115,7 +115,7 @@ async function fill(url: string, paths: Synthetic[], uploader: SecretKey): Promi
   });
   const all = paths.flatMap((p) => p.attestations);
   for (let i = 0; i < all.length; i += 1000) {
-    const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(all.slice(i, i + 1000)) });
+    const res = await postAttestations(url, keys[0]!, all.slice(i, i + 1000));
     const { results } = (await res.json()) as { results: Array<{ status: string; reason?: string }> };
     const refused = results.find((r) => r.status !== 'accepted');
     if (!res.ok || refused) throw new Error(`attestations answered ${res.status}: ${JSON.stringify(refused)}`);

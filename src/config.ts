@@ -36,9 +36,20 @@ export const configSchema = z
         checkpointIntervalMs: z.number().int().min(0).default(1000),
         checkpointCron: cronExpr.default('*/5 * * * *'),
         maxAttestationsPerRequest: z.number().int().min(1).max(100_000).default(1000),
+        // A submission's body is refused (413) past this many bytes, before any of it is parsed.
+        maxRequestBytes: z.number().int().min(64 * 1024).max(1024 ** 3).default(8 * 1024 ** 2),
+        // Distinct statements one key may log about one output path; past it, 'too-many-statements'.
+        maxStatementsPerPath: z.number().int().min(1).max(1000).default(8),
       })
       .strict()
-      .default({ checkpointIntervalMs: 1000, checkpointCron: '*/5 * * * *', maxAttestationsPerRequest: 1000 }),
+      .default({ checkpointIntervalMs: 1000, checkpointCron: '*/5 * * * *', maxAttestationsPerRequest: 1000, maxRequestBytes: 8 * 1024 ** 2, maxStatementsPerPath: 8 }),
+    http: z
+      .object({
+        // Requests without an Authorization header one client address may have in flight on the API and pages (not the substituter).
+        maxConcurrentPerClient: z.number().int().min(1).max(10_000).default(16),
+      })
+      .strict()
+      .default({ maxConcurrentPerClient: 16 }),
     substituter: z
       .object({
         priority: z.number().int().min(0).default(40),

@@ -24,6 +24,7 @@ export const ERROR_STATUS = {
   'bad-nar-hash': 400,
   'bad-nar-size': 400,
   'bad-narinfo': 400,
+  'bad-narinfo-signature': 400,
   'bad-nix32': 400,
   'bad-policy': 400,
   'bad-proof': 400,
@@ -54,9 +55,13 @@ export const ERROR_STATUS = {
   'builder-exists': 409,
   'key-registered': 409,
   'key-revoked': 409,
+  'too-many-statements': 409,
   // 413: too big to take.
   'blob-too-large': 413,
   'too-large': 413,
+  // 415, 429: how it was sent.
+  'unsupported-encoding': 415,
+  'too-many-requests': 429,
   // 500: our fault, or a verification finding of a CLI (never sent by a server).
   'blob-list-unsorted': 500,
   'fork': 500,

@@ -12,6 +12,7 @@ export function createMetrics() {
     narBytes: new Counter({ name: 'nixquorum_nar_bytes_total', help: 'NAR bytes sent', registers: [registry] }),
     blobErrors: new Counter({ name: 'nixquorum_blobstore_errors_total', help: 'blob store failures by operation', labelNames: ['op'], registers: [registry] }),
     attestations: new Counter({ name: 'nixquorum_attestations_total', help: 'submitted attestations by result', labelNames: ['status'], registers: [registry] }),
+    refused: new Counter({ name: 'nixquorum_attestations_refused_total', help: 'attestations refused, by why (code)', labelNames: ['code'], registers: [registry] }),
     commits: new Counter({ name: 'nixquorum_ingest_commits_total', help: 'group commits (one fsync each)', registers: [registry] }),
     uploads: new Counter({ name: 'nixquorum_nar_uploads_total', help: 'NAR uploads by result', labelNames: ['result'], registers: [registry] }),
     treeSize: new Gauge({ name: 'nixquorum_log_tree_size', help: 'leaves in the log', registers: [registry] }),

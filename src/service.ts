@@ -90,7 +90,7 @@ export function openService(config: Config, logger: Logger): Service {
     const policies = new PolicyBook(db, version);
     const log = new MerkleLog(db);
     const signatures = new SignaturePool();
-    const ingestor = new Ingestor(db, registry, log, signatures, walSync);
+    const ingestor = new Ingestor(db, registry, log, signatures, walSync, config.ledger.maxStatementsPerPath);
     const decisions = new DecisionMaterializer(db, registry, policies, cacheKey, signatures, logger);
     ingestor.onCommit(({ outPaths, votesOf, from }) => decisions.recompute(outPaths, { votesOf, appendedFrom: from }));
     const checkpoints = new CheckpointPublisher(db, log, signer, origin, config.ledger.checkpointIntervalMs, logger);

@@ -1,28 +1,44 @@
-import express, { Router } from 'express';
-import { QuorumError } from '../errors.js';
+import { Router } from 'express';
+import { authenticBuilder } from '../app/nars.js';
+import { ERROR_STATUS, QuorumError } from '../errors.js';
+import { ATTEST_AUTH_SCHEME, attestAuthText, checkAuthTime, checkBuilderAuth, parseBuilderAuth } from '../http/builderAuth.js';
+import { readBody } from '../http/body.js';
 import { parseAttestation } from '../ledger/attestation.js';
 import type { IngestResult } from '../ledger/ingest.js';
 import type { Metrics } from '../metrics.js';
 import type { Service } from '../service.js';
 
-/** HTTP status of a one-item submission; arrays answer 200 unless every item was rejected. */
+/** HTTP status of a one-item submission (a rejected one: its code's); arrays answer 200 unless every item was rejected. */
 function statusOf(results: IngestResult[]): number {
   const ok = results.filter((r) => r.status !== 'rejected');
-  if (ok.length === 0 && results[0]?.status === 'rejected') return results[0].code === 'bad-signature' ? 400 : 403;
+  if (ok.length === 0 && results[0]?.status === 'rejected') return ERROR_STATUS[results[0].code];
   if (results.length === 1 && results[0]!.status === 'accepted') return 201;
   return 200;
 }
 
-/** POST /attestations: one attestation or an array, with a result per item. */
+/**
+ * POST /attestations: one attestation or an array, with a result per item. The cheap checks come
+ * first, so a request from anybody but a builder costs one header check: the builder's signature
+ * header (who, and when) before the body is read; the body's size while it is read; the signature
+ * over the body before it is parsed; then each attestation's own signature.
+ */
 export function attestationRoutes(service: Service, metrics: Metrics): Router {
-  const { ingestor, config } = service;
+  const { ingestor, config, registry } = service;
   const router = Router();
-  // Each attestation is < 64 KiB even with many references; the limit scales with the batch size.
-  const json = express.json({ limit: config.ledger.maxAttestationsPerRequest * 64 * 1024, strict: false });
-  router.post('/attestations', json, async (req, res) => {
-    const body: unknown = req.body;
+  router.post('/attestations', async (req, res) => {
+    const auth = parseBuilderAuth(ATTEST_AUTH_SCHEME, req.headers.authorization);
+    checkAuthTime(auth);
+    const builder = authenticBuilder(registry, auth);
+    const bytes = await readBody(req, config.ledger.maxRequestBytes);
+    checkBuilderAuth(auth, builder.publicKey, attestAuthText(bytes, auth.ts));
+    let body: unknown;
+    try {
+      body = JSON.parse(bytes.toString('utf8'));
+    } catch (error) {
+      throw new QuorumError('bad-json', `request body is not valid JSON: ${(error as Error).message}`, { field: 'body' });
+    }
     const many = Array.isArray(body);
-    const items = many ? body : [body];
+    const items: unknown[] = many ? (body as unknown[]) : [body];
     if (items.length === 0) throw new QuorumError('bad-attestation', 'the array holds no attestations');
     if (items.length > config.ledger.maxAttestationsPerRequest) {
       throw new QuorumError('too-large', `at most ${config.ledger.maxAttestationsPerRequest} attestations per request, got ${items.length}`);
@@ -30,9 +46,14 @@ export function attestationRoutes(service: Service, metrics: Metrics): Router {
     // Parse everything first: one malformed item rejects the request and nothing is written.
     const parsed = items.map((item, i) => parseAttestation(item, many ? `[${i}]` : ''));
     const results = await ingestor.submit(parsed);
-    const counts = new Map<IngestResult['status'], number>();
-    for (const r of results) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
-    for (const [status, n] of counts) metrics.attestations.inc({ status }, n);
+    const statuses = new Map<string, number>();
+    const refusals = new Map<string, number>();
+    for (const r of results) {
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      if (r.status === 'rejected') refusals.set(r.code, (refusals.get(r.code) ?? 0) + 1);
+    }
+    for (const [status, n] of statuses) metrics.attestations.inc({ status }, n);
+    for (const [code, n] of refusals) metrics.refused.inc({ code }, n);
     res.status(statusOf(results)).json(many ? { results } : results[0]);
   });
   return router;

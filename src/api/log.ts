@@ -5,6 +5,8 @@ import type { Service } from '../service.js';
 import { query, treeIndex } from './query.js';
 
 const MAX_ENTRIES_PER_CALL = 1000;
+/** Leaf bytes per page: a page of the largest leaves (1 MiB each) still fits a client's memory; it may then hold fewer entries. */
+const MAX_PAGE_BYTES = 4 * 1024 * 1024;
 
 /** The transparency log: checkpoint, key, leaves of every kind, and RFC 9162 proofs. */
 export function logRoutes(service: Service): Router {
@@ -19,7 +21,7 @@ export function logRoutes(service: Service): Router {
     const size = log.size();
     if (end <= start) throw new QuorumError('bad-query', 'end must be greater than start (end is exclusive)', { field: 'end' });
     if (end > size) throw new QuorumError('bad-query', `end must be at most the tree size ${size}`, { field: 'end' });
-    const leaves = leavesByIndex(db, start, Math.min(end, start + MAX_ENTRIES_PER_CALL));
+    const leaves = leavesByIndex(db, start, Math.min(end, start + MAX_ENTRIES_PER_CALL), MAX_PAGE_BYTES);
     res.json({ entries: leaves.map(({ index, leaf, kind, builder, createdAt }) => ({ index, leaf: leaf.toString('base64'), kind, ...(builder === undefined ? {} : { builder, createdAt }) })) });
   });
   router.get('/log/proof/inclusion', (req, res) => {

@@ -5,12 +5,15 @@ import { conflicts } from '../ledger/queries.js';
 import { parseHashPart } from '../nix/storePath.js';
 import { POLICY_NAME } from '../ledger/leaf.js';
 import type { Service } from '../service.js';
-import { query } from './query.js';
+import { query, treeIndex } from './query.js';
 
 /** Per-path status, the decisions with quorum, and the conflicts. */
 export function pathRoutes(service: Service): Router {
   const router = Router();
-  router.get('/paths/:hashPart', (req, res) => res.json(pathStatus(service, parseHashPart(String(req.params.hashPart), 'hashPart'))));
+  router.get('/paths/:hashPart', (req, res) => {
+    const { after, limit } = query(req, { after: treeIndex('after').optional(), limit: z.coerce.number().int().min(1).max(1000).default(500) });
+    res.json(pathStatus(service, parseHashPart(String(req.params.hashPart), 'hashPart'), { after, limit }));
+  });
   router.get('/decisions', (req, res) => {
     const { policy, after, limit } = query(req, {
       policy: z.string().regex(POLICY_NAME, 'policy must be a policy name').default('default'),

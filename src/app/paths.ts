@@ -1,14 +1,18 @@
-import { attestationsOfHashPart, conflicts } from '../ledger/queries.js';
+import { attestationsOfHashPart, conflicts, outPathsOfHashPart } from '../ledger/queries.js';
 import type { HashPart } from '../nix/storePath.js';
 import type { Service } from '../service.js';
 
-/** Every attestation of a hash part with the decision under each policy, evaluated now. */
-export function pathStatus(s: Service, hashPart: HashPart) {
-  const attestations = attestationsOfHashPart(s.db, hashPart);
-  const outPaths = [...new Set(attestations.map((a) => a.outPath))];
+/**
+ * A hash part's attestations, a page at a time in log order (after leaf `after`; `next` continues),
+ * with the decision under each policy of each of its paths, evaluated now over all of them.
+ */
+export function pathStatus(s: Service, hashPart: HashPart, { after = -1, limit = 500 }: { after?: number; limit?: number } = {}) {
+  const page = attestationsOfHashPart(s.db, hashPart, { after, limit: limit + 1 });
+  const attestations = page.slice(0, limit);
   return {
     hashPart,
-    paths: outPaths.map((outPath) => ({
+    next: page.length > limit ? attestations[attestations.length - 1]!.leafIndex : null,
+    paths: outPathsOfHashPart(s.db, hashPart).map((outPath) => ({
       outPath,
       attestations: attestations.filter((a) => a.outPath === outPath),
       decisions: s.decisions.evaluatePath(outPath).map(({ policy, decision }) => ({ policy: policy.name, ...decision })),

@@ -109,7 +109,7 @@ export async function ensureNar(a: Attestation, store: string | null, ctx: NarCo
 async function deliver(entry: SpoolEntry, options: DrainOptions): Promise<void> {
   const a = entry.attestation;
   await ensureNar(a, entry.store, options);
-  const [result] = await options.client.submit([a]);
+  const [result] = await options.client.submit([a], options.key);
   if (result!.status === 'rejected') {
     // Kept in the spool: the usual causes (builder not registered yet, key revoked or replaced) are fixed on the server.
     throw new QuorumError('rejected', `the server rejected the attestation of ${a.outPath}: ${result!.reason} (${result!.code})`);

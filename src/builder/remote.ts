@@ -4,7 +4,7 @@ import { Transform, type Readable } from 'node:stream';
 import { QuorumError } from '../errors.js';
 import { httpJson } from '../http/client.js';
 import type { Attestation } from '../ledger/statement.js';
-import { uploadAuthHeader } from '../nars/uploadAuth.js';
+import { attestAuthHeader, uploadAuthHeader } from '../http/builderAuth.js';
 import type { NarHash } from '../nix/hash.js';
 import type { SecretKey } from '../nix/keys.js';
 import { parseNarInfo } from '../nix/narinfo.js';
@@ -130,16 +130,18 @@ export class QuorumClient {
   }
 
   /**
-   * POST /api/v1/attestations with an array; results in input order. The server answers 4xx when
-   * every item was rejected, still with one result per item: those are results, not a failure.
+   * POST /api/v1/attestations with an array, the request signed by this builder's `key`; results in
+   * input order. The server answers 4xx when every item was rejected, still with one result per
+   * item: those are results, not a failure.
    */
-  async submit(attestations: Attestation[]): Promise<SubmitResult[]> {
+  async submit(attestations: Attestation[], key: SecretKey): Promise<SubmitResult[]> {
     const url = this.url('api/v1/attestations');
     const what = `POST ${url.pathname}`;
+    const body = Buffer.from(JSON.stringify(attestations.map(attestationJson)));
     const res = await request(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify(attestations.map(attestationJson)),
+      headers: { 'content-type': 'application/json', accept: 'application/json', authorization: attestAuthHeader(key, body) },
+      body,
     });
     const text = await res.text();
     let results: unknown;

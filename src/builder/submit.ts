@@ -70,7 +70,7 @@ export async function submitPaths(options: SubmitOptions): Promise<SubmitOutcome
   for (let start = 0; start < ready.length; start += BATCH) {
     const batch = ready.slice(start, start + BATCH);
     try {
-      const results = await options.client.submit(batch);
+      const results = await options.client.submit(batch, options.key);
       results.forEach((r, j) => {
         const path = batch[j]!.outPath;
         outcomes.set(path, r.status === 'rejected' ? { path, status: 'rejected', detail: `${r.reason} (${r.code})` } : { path, status: r.status });

@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler } from 'express';
 import { QuorumError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { closeAfterAnswer } from './body.js';
 
 /** Express error handler: QuorumError -> JSON {error, code, field}; body-parser errors named; never a stack trace. */
 export function jsonErrors(log: Logger): ErrorRequestHandler {
@@ -29,6 +30,8 @@ export function jsonErrors(log: Logger): ErrorRequestHandler {
       body = { error: 'internal error', code: 'internal' };
     }
     if (status >= 500) log.error('request failed', { method: req.method, url: req.originalUrl, err });
+    closeAfterAnswer(req, res);
+    if (status === 429) res.setHeader('retry-after', '1');
     res.status(status).json(body);
   };
 }

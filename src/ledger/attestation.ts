@@ -2,11 +2,16 @@ import { z } from 'zod';
 import { QuorumError } from '../errors.js';
 import { parseNarHash } from '../nix/hash.js';
 import { parseDrvPath, parseStorePath, type StorePath } from '../nix/storePath.js';
-import type { Attestation } from './statement.js';
+import { statementText, type Attestation } from './statement.js';
 
 const OUTPUT_NAME = /^[A-Za-z0-9+\-._?=]{1,64}$/;
 const KEY_NAME = /^[A-Za-z0-9._+\-]{1,128}$/;
-export const MAX_REFERENCES = 10_000;
+/**
+ * What one attestation may hold (README, "Limits"): every leaf stays small enough that any ledger
+ * can be fetched and audited page by page, whatever a builder sends.
+ */
+export const MAX_REFERENCES = 4096;
+export const MAX_LEAF_BYTES = 1024 * 1024;
 
 const storePath = (field: string) =>
   z.string().transform((s, ctx) => {
@@ -71,5 +76,11 @@ export function parseAttestation(input: unknown, prefix = ''): Attestation {
     const first = parsed.error.issues[0]?.path.map(String).join('.');
     throw new QuorumError('bad-attestation', describeZodError(parsed.error, prefix), { field: first });
   }
-  return parsed.data;
+  const a = parsed.data;
+  // The leaf's bytes (leaf.ts): statement, name, base64 signature, narinfo Sig, three newlines (all ASCII).
+  const leafBytes = statementText(a).length + a.builder.length + 88 + (a.narinfoSignature?.length ?? 0) + 3;
+  if (leafBytes > MAX_LEAF_BYTES) {
+    throw new QuorumError('bad-attestation', `${prefix ? `${prefix}.` : ''}references: the attestation's leaf would be ${leafBytes} bytes, more than the ${MAX_LEAF_BYTES} a leaf may be`, { field: 'references' });
+  }
+  return a;
 }

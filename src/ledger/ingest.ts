@@ -1,6 +1,7 @@
 import type { Statement } from 'better-sqlite3';
 import { commitUnsynced, type Db } from '../db.js';
 import { contentKey, statementText, type Attestation } from './statement.js';
+import { fingerprint } from '../nix/fingerprint.js';
 import { encodeLeaf } from './leaf.js';
 import type { MerkleLog } from './log.js';
 import type { Builder, BuilderRegistry } from './registry.js';
@@ -12,7 +13,7 @@ export type IngestResult =
   | { status: 'accepted'; leafIndex: number }
   | { status: 'duplicate'; leafIndex: number }
   | { status: 'conflict'; leafIndex: number; conflictsWith: number[] }
-  | { status: 'rejected'; code: 'unknown-builder' | 'revoked-builder' | 'bad-signature'; reason: string };
+  | { status: 'rejected'; code: 'unknown-builder' | 'revoked-builder' | 'bad-signature' | 'bad-narinfo-signature' | 'too-many-statements'; reason: string };
 
 /** What one commit appended, for the hooks that run inside its transaction. */
 export interface AppendedBatch {
@@ -33,6 +34,14 @@ interface Pending {
   items: Array<{ attestation: Attestation; builderId: number; key: string }>;
   resolve: (results: IngestResult[]) => void;
   reject: (error: unknown) => void;
+}
+
+/** Why an attestation's narinfo Sig cannot be the builder's own, before any signature is checked. */
+function narinfoSignatureRefusal(a: Attestation): Extract<IngestResult, { status: 'rejected' }> | undefined {
+  if (a.narinfoSignature === null) return undefined;
+  if (!a.narinfoSignature.startsWith(`${a.builder}:`)) return { status: 'rejected', code: 'bad-narinfo-signature', reason: `narinfoSignature: made by the key named ${a.narinfoSignature.split(':')[0]}, not by the builder ${a.builder}` };
+  if (a.narSize <= 0) return { status: 'rejected', code: 'bad-narinfo-signature', reason: 'narinfoSignature: a path of narSize 0 has no fingerprint to sign' };
+  return undefined;
 }
 
 /** Upper bound of attestations in one transaction, so one commit never stalls the loop for long. */
@@ -68,6 +77,7 @@ export class Ingestor {
     private readonly log: MerkleLog,
     private readonly verifier: SignaturePool,
     private readonly walSync: WalSync,
+    private readonly maxStatementsPerPath: number,
   ) {
     this.votesOf = pathVotes(db, registry);
     this.insert = db.prepare(
@@ -92,20 +102,31 @@ export class Ingestor {
    */
   async submit(attestations: Attestation[]): Promise<IngestResult[]> {
     const results: Array<IngestResult | undefined> = [];
-    const known: Array<{ index: number; attestation: Attestation; builder: Builder }> = [];
+    const known: Array<{ index: number; attestation: Attestation; builder: Builder; fingerprint: string | null }> = [];
     attestations.forEach((a, i) => {
-      const rejected = this.refusal(a.builder);
+      const rejected = this.refusal(a.builder) ?? narinfoSignatureRefusal(a);
       if (rejected) results[i] = rejected;
-      else known.push({ index: i, attestation: a, builder: this.registry.get(a.builder)! });
+      else known.push({ index: i, attestation: a, builder: this.registry.get(a.builder)!, fingerprint: a.narinfoSignature === null ? null : fingerprint(a.outPath, a.narHash, a.narSize, a.references) });
+    });
+    // One batch for the pool: every statement's signature, then every narinfo Sig (which the
+    // substituter serves to clients: unchecked, a builder could have it serve a Sig over anything).
+    const jobs = known.map(({ attestation: a, builder }) => ({ key: builder.publicKey, message: Buffer.from(statementText(a)), signature: a.signature }));
+    const sigJobs: number[] = [];
+    known.forEach(({ attestation: a, builder, fingerprint }, k) => {
+      if (fingerprint === null) return;
+      sigJobs[k] = jobs.length;
+      jobs.push({ key: builder.publicKey, message: Buffer.from(fingerprint), signature: Buffer.from(a.narinfoSignature!.slice(a.builder.length + 1), 'base64') });
     });
     this.verifying++;
-    const valid = await this.verifier.verify(known.map(({ attestation: a, builder }) => ({ key: builder.publicKey, message: Buffer.from(statementText(a)), signature: a.signature })));
+    const valid = await this.verifier.verify(jobs);
     const items: Pending['items'] = [];
     const slots: number[] = [];
     this.verifying--;
     known.forEach(({ index, attestation, builder }, k) => {
       if (!valid[k]) {
         results[index] = { status: 'rejected', code: 'bad-signature', reason: `signature: not a valid signature by ${builder.name} over the attestation statement` };
+      } else if (sigJobs[k] !== undefined && !valid[sigJobs[k]]) {
+        results[index] = { status: 'rejected', code: 'bad-narinfo-signature', reason: `narinfoSignature: not a valid Sig by ${builder.name} over the path's narinfo fingerprint` };
       } else {
         items.push({ attestation, builderId: builder.id, key: builder.keyId });
         slots.push(index);
@@ -209,6 +230,10 @@ export class Ingestor {
         const refs = a.references.join(',');
         const same = existing.find((e) => e.narHash === a.narHash && e.narSize === a.narSize && e.refs === refs && e.drvPath === a.drvPath && e.outputName === a.outputName);
         if (same) return { status: 'duplicate', leafIndex: same.leafIndex };
+        // Without a bound one key could grow one path's votes (and every decision over them) without end.
+        if (existing.length >= this.maxStatementsPerPath) {
+          return { status: 'rejected', code: 'too-many-statements', reason: `outPath: the log holds ${existing.length} statements by ${a.builder} about ${a.outPath}, the most one key may make about one path` };
+        }
         const leafIndex = start + leaves.length;
         this.insert.run(leafIndex, builderId, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, refs, a.signature, a.narinfoSignature, now);
         leaves.push(encodeLeaf(a));

@@ -58,9 +58,16 @@ export function hashPartRange(hashPart: HashPart): [string, string] {
   return [`${STORE_DIR}/${hashPart}-`, `${STORE_DIR}/${hashPart}.`];
 }
 
-export function attestationsOfHashPart(db: Db, hashPart: HashPart): AttestationRecord[] {
+/** The attestations of a hash part in log order, after leaf `after`, at most `limit` of them. */
+export function attestationsOfHashPart(db: Db, hashPart: HashPart, { after = -1, limit = Number.MAX_SAFE_INTEGER }: { after?: number; limit?: number } = {}): AttestationRecord[] {
   const [lo, hi] = hashPartRange(hashPart);
-  return (db.prepare(`${SELECT_ATTESTATION} WHERE a.out_path >= ? AND a.out_path < ? ORDER BY a.leaf_index`).all(lo, hi) as AttestationRow[]).map(toRecord);
+  return (db.prepare(`${SELECT_ATTESTATION} WHERE a.out_path >= ? AND a.out_path < ? AND a.leaf_index > ? ORDER BY a.leaf_index LIMIT ?`).all(lo, hi, after, limit) as AttestationRow[]).map(toRecord);
+}
+
+/** The output paths of a hash part (one, unless builders disagree on the name behind it). */
+export function outPathsOfHashPart(db: Db, hashPart: HashPart): string[] {
+  const [lo, hi] = hashPartRange(hashPart);
+  return db.prepare('SELECT DISTINCT out_path FROM attestations WHERE out_path >= ? AND out_path < ? ORDER BY out_path').pluck().all(lo, hi) as string[];
 }
 
 export function attestationsByLeaf(db: Db, start: number, end: number): AttestationRecord[] {
@@ -117,11 +124,28 @@ export interface LeafRecord {
   createdAt?: string;
 }
 
-/** The leaves [start, end) of every kind, in log order: attestations re-encoded from their rows, registry and policy leaves as stored. */
-export function leavesByIndex(db: Db, start: number, end: number): LeafRecord[] {
-  const attested: LeafRecord[] = attestationsByLeaf(db, start, end).map((r) => ({ index: r.leafIndex, leaf: encodeLeaf(attestationOf(r)), kind: 'attestation', builder: r.builder, createdAt: r.createdAt }));
+/**
+ * The leaves from `start` on, before `end`, of every kind, in log order: attestations re-encoded
+ * from their rows, registry and policy leaves as stored. The page ends once it holds `maxBytes` of
+ * leaves (at least one leaf), so a page of the largest leaves stays small enough to send.
+ */
+export function leavesByIndex(db: Db, start: number, end: number, maxBytes = Number.MAX_SAFE_INTEGER): LeafRecord[] {
   const stated = (db.prepare('SELECT leaf_index, leaf FROM operator_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index').raw().all(start, end) as Array<[number, string]>).map(
     ([index, text]): LeafRecord => ({ index, leaf: Buffer.from(text, 'utf8'), kind: text.startsWith(`${POLICY_PREFIX};`) ? 'policy' : 'builder' }),
   );
-  return [...attested, ...stated].sort((a, b) => a.index - b.index);
+  const leaves: LeafRecord[] = [];
+  let bytes = 0;
+  let next = 0;
+  const take = (leaf: LeafRecord) => {
+    leaves.push(leaf);
+    bytes += leaf.leaf.length;
+  };
+  for (const row of db.prepare(`${SELECT_ATTESTATION} WHERE a.leaf_index >= ? AND a.leaf_index < ? ORDER BY a.leaf_index`).iterate(start, end) as IterableIterator<AttestationRow>) {
+    while (next < stated.length && stated[next]!.index < row.leaf_index && bytes < maxBytes) take(stated[next++]!);
+    if (bytes >= maxBytes) break;
+    const r = toRecord(row);
+    take({ index: r.leafIndex, leaf: encodeLeaf(attestationOf(r)), kind: 'attestation', builder: r.builder, createdAt: r.createdAt });
+  }
+  while (next < stated.length && bytes < maxBytes) take(stated[next++]!);
+  return leaves;
 }

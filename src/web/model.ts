@@ -127,6 +127,8 @@ export function parseSearchQuery(q: string): SearchQuery {
   if (match) return { kind: 'hash-part', hashPart: match[1] as HashPart };
   if (isPath) return { kind: 'invalid', text, message: `a store path is ${STORE_DIR}/ then 32 characters of ${NIX32} then -name` };
   if (text.length < 3) return { kind: 'invalid', text, message: 'type at least 3 characters of a name, or a store path, derivation path or hash part' };
+  // Nothing else can occur in a store path's name; and the index need never see a NUL or a lone surrogate.
+  if (/[^A-Za-z0-9+\-._?=]/.test(text)) return { kind: 'invalid', text: text.replace(/[^\x20-\x7e]/g, '\ufffd'), message: 'store path names hold only A-Z a-z 0-9 + - . _ ? =' };
   return { kind: 'name', text };
 }
 
@@ -202,19 +204,25 @@ export interface OutputData {
 export interface PathData {
   hashPart: string;
   treeSize: number;
+  /** The page's attestation rows come after this leaf; `next` is where the following page starts. */
+  after: number | null;
+  next: number | null;
   /** Usually one; several only if builders disagree on the name behind one hash part. */
   outputs: OutputData[];
 }
 
 const groupLabel = (i: number): string => (i < 26 ? String.fromCharCode(65 + i) : `${groupLabel(Math.floor(i / 26) - 1)}${String.fromCharCode(65 + (i % 26))}`);
 
-function outputData(ctx: WebContext, outPath: string, records: AttestationRecord[]): OutputData {
+/** Attestation rows per page of the path page (groups, decisions and evidence are over all of them). */
+export const PATH_PAGE_ROWS = 200;
+
+function outputData(ctx: WebContext, outPath: string, records: AttestationRecord[], shown: (r: AttestationRecord) => boolean): OutputData {
   // Agreement groups: attestations of the same (narHash, narSize, references), most keys first.
   const keyOf = (r: AttestationRecord) => contentKey({ narHash: r.narHash, narSize: r.narSize, refs: r.references.join(',') });
   const byContent = new Map<string, AttestationRecord[]>();
   for (const r of records) {
     const key = keyOf(r);
-    byContent.set(key, [...(byContent.get(key) ?? []), r]);
+    (byContent.get(key) ?? byContent.set(key, []).get(key)!).push(r);
   }
   const keysOf = (rs: AttestationRecord[]) => new Set(rs.map((r) => r.builder)).size;
   const ranked = [...byContent.values()].sort((a, b) => keysOf(b) - keysOf(a) || a[0]!.leafIndex - b[0]!.leafIndex);
@@ -227,7 +235,7 @@ function outputData(ctx: WebContext, outPath: string, records: AttestationRecord
   const group = (r: AttestationRecord) => labelOf.get(keyOf(r))!;
 
   const byBuilder = new Map<string, AttestationRecord[]>();
-  for (const r of records) byBuilder.set(r.builder, [...(byBuilder.get(r.builder) ?? []), r]);
+  for (const r of records) (byBuilder.get(r.builder) ?? byBuilder.set(r.builder, []).get(r.builder)!).push(r);
   const equivocations = [...byBuilder]
     .filter(([, rs]) => new Set(rs.map(keyOf)).size > 1)
     .map(([builder, rs]) => ({ builder, statements: rs.map((r) => ({ leafIndex: r.leafIndex, group: group(r), statement: statementText(attestationOf(r)) })) }));
@@ -238,18 +246,27 @@ function outputData(ctx: WebContext, outPath: string, records: AttestationRecord
     policy: policyJson(policy, ctx.service.registry),
     served: content !== null && held.get(content.narHash) !== undefined,
   }));
-  return { outPath, attestations: records.map((r) => ({ ...r, group: group(r) })), groups, decisions, equivocations };
+  return { outPath, attestations: records.filter(shown).map((r) => ({ ...r, group: group(r) })), groups, decisions, equivocations };
 }
 
-/** Everything about one hash part, or null when no builder attested it. */
-export function pathData(ctx: WebContext, hashPart: HashPart): PathData | null {
+/**
+ * Everything about one hash part, or null when no builder attested it; the attestation rows a page
+ * at a time after leaf `after`. All of a path's attestations are read for its groups: one key can
+ * log only a few statements per path (ledger.maxStatementsPerPath), so they stay few.
+ */
+export function pathData(ctx: WebContext, hashPart: HashPart, after?: number): PathData | null {
   const records = attestationsOfHashPart(ctx.service.db, hashPart);
   if (records.length === 0) return null;
+  const rows = records.filter((r) => after === undefined || r.leafIndex > after);
+  const last = rows[Math.min(rows.length, PATH_PAGE_ROWS) - 1]?.leafIndex ?? Infinity;
+  const shown = (r: AttestationRecord) => (after === undefined || r.leafIndex > after) && r.leafIndex <= last;
   const outPaths = [...new Set(records.map((r) => r.outPath))];
   return {
     hashPart,
     treeSize: ctx.service.log.size(),
-    outputs: outPaths.map((p) => outputData(ctx, p, records.filter((r) => r.outPath === p))),
+    after: after ?? null,
+    next: rows.length > PATH_PAGE_ROWS ? last : null,
+    outputs: outPaths.map((p) => outputData(ctx, p, records.filter((r) => r.outPath === p), shown)),
   };
 }
 
@@ -339,8 +356,8 @@ export function logData(ctx: WebContext, limit = 20): LogData {
 }
 
 /** A `before` cursor from the query string: a non-negative integer, or absent. */
-export function parseCursor(value: unknown): number | undefined {
+export function parseCursor(value: unknown, field = 'before'): number | undefined {
   if (value === undefined || value === '') return undefined;
-  if (typeof value !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(value)) throw new QuorumError('bad-query', 'before must be a non-negative integer from a "next" link', { field: 'before' });
+  if (typeof value !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(value)) throw new QuorumError('bad-query', `${field} must be a non-negative integer from a "next" link`, { field });
   return Number(value);
 }

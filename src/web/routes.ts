@@ -72,7 +72,7 @@ export function webRoutes(service: Service): Router {
   });
   api.get('/paths/:hashPart/summary', (req, res) => {
     const hashPart = parseHashPart(String(req.params.hashPart), 'hashPart');
-    const data = pathData(ctx, hashPart);
+    const data = pathData(ctx, hashPart, parseCursor(req.query.after, 'after'));
     if (!data) throw new QuorumError('not-found', `no builder has attested hash part ${hashPart}`, { field: 'hashPart' });
     res.json(data);
   });
@@ -100,7 +100,7 @@ export function webRoutes(service: Service): Router {
   });
   pages.get('/paths/:hashPart', (req, res) => {
     const hashPart = parseHashPart(String(req.params.hashPart), 'hash part');
-    const data = pathData(ctx, hashPart);
+    const data = pathData(ctx, hashPart, parseCursor(req.query.after, 'after'));
     if (!data) sendPage(res, errorPage(404, `No builder has attested hash part ${hashPart} in this ledger.`), 404);
     else sendPage(res, pathPage(data));
   });

@@ -5,6 +5,7 @@ import { startServer, type RunningServer } from '../../src/serve.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { addBuilder } from '../../src/app/builders.js';
+import { postAttestations } from '../../bench/common.js';
 
 describe('POST /api/v1/attestations', () => {
   let dir: string;
@@ -14,7 +15,7 @@ describe('POST /api/v1/attestations', () => {
 
   beforeAll(async () => {
     dir = tempDir('api');
-    server = await startServer(testConfig(dir, { ledger: { maxAttestationsPerRequest: 50 } }));
+    server = await startServer(testConfig(dir, { ledger: { maxAttestationsPerRequest: 50, maxRequestBytes: 512 * 1024 } }));
     addBuilder(server.service, alice.publicKey);
     addBuilder(server.service, bob.publicKey);
   });
@@ -23,7 +24,7 @@ describe('POST /api/v1/attestations', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const post = (body: string) => fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  const post = (body: string) => postAttestations(server.url, alice, body);
   const count = () => (server.service.db.prepare('SELECT COUNT(*) AS n FROM attestations').get() as { n: number }).n;
   const valid = () => signedAttestation(alice, { outPath: randomStorePath('ok'), narHash: randomNarHash() });
 
@@ -50,7 +51,7 @@ describe('POST /api/v1/attestations', () => {
     ['a signature by another key', () => JSON.stringify({ ...signedAttestation(bob, { outPath: randomStorePath(), narHash: randomNarHash() }), builder: 'alice-1' }), 400, /signature.*alice-1/],
     ['an unknown key', () => JSON.stringify(signedAttestation(generateSecretKey('mallory-1'), { outPath: randomStorePath(), narHash: randomNarHash() })), 403, /mallory-1/],
     ['too many items', () => JSON.stringify(Array.from({ length: 51 }, valid)), 413, /at most 50/],
-    ['an oversize body', () => JSON.stringify([{ ...valid(), drvPath: 'x'.repeat(4 * 1024 * 1024) }]), 413, /larger than the limit/],
+    ['an oversize body', () => JSON.stringify([{ ...valid(), drvPath: 'x'.repeat(1024 * 1024) }]), 413, /larger than the limit of 524288 bytes/],
     ['one bad item in an array', () => JSON.stringify([valid(), { ...valid(), narSize: -1 }]), 400, /\[1\]\.narSize/],
     ['an empty array', () => '[]', 400, /no attestations/],
   ];

@@ -6,6 +6,7 @@ import { startServer, type RunningServer } from '../../src/serve.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { addBuilder } from '../../src/app/builders.js';
+import { postAttestations } from '../../bench/common.js';
 
 describe('/metrics and /healthz', () => {
   let dir: string;
@@ -26,7 +27,7 @@ describe('/metrics and /healthz', () => {
     const outPath = randomStorePath('metered');
     const narHash = randomNarHash();
     for (const k of keys) {
-      const res = await fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(signedAttestation(k, { outPath, narHash })) });
+      const res = await postAttestations(server.url, k, signedAttestation(k, { outPath, narHash }));
       expect(res.status).toBe(201);
     }
     // Quorum without a NAR: not advertised, a miss; an unknown path: a miss; a malformed name: bad.

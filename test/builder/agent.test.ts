@@ -111,7 +111,7 @@ describeNix('drain and agent against a real server and a real Nix store', () => 
     const missing = randomStorePath('gone');
     const strangerEntry = refused.add(signOutput({ ...outputs[0]!, outPath: missing }, stranger), store);
     const report = await drain({ ...options(refused, server.url), key: stranger });
-    expect(report.failed).toEqual([{ entry: strangerEntry, error: expect.stringMatching(/rejected the attestation.*no registered builder key named agent-test-unregistered/) }]);
+    expect(report.failed).toEqual([{ entry: strangerEntry, error: expect.stringMatching(/403 agent-test-unregistered is not an active registered builder/) }]);
     expect(spool.list()).toEqual([name]);
     expect(refused.list()).toEqual([strangerEntry]);
   });

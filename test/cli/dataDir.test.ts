@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addBuilder } from '../../src/app/builders.js';
 import { dataPaths } from '../../src/dataDir.js';
-import { uploadAuthHeader } from '../../src/nars/uploadAuth.js';
+import { uploadAuthHeader } from '../../src/http/builderAuth.js';
 import { narHashFromDigest, sha256 } from '../../src/nix/hash.js';
 import { formatPublicKey, generateSecretKey, type SecretKey } from '../../src/nix/keys.js';
 import { dumpNar } from '../../src/nix/nar/index.js';
@@ -14,6 +14,7 @@ import { randomStorePath, signedAttestation, testConfig } from '../helpers/ledge
 import { tempDir } from '../helpers/nix.js';
 import { fetchLeaves, replayLeaves, servedQuorum } from '../helpers/replay.js';
 import { freePort, runCli, spawnServer, stopChild } from '../helpers/server.js';
+import { postAttestations } from '../../bench/common.js';
 
 describe('admin commands given --data while a server holds the directory', () => {
   let dir: string;
@@ -23,7 +24,7 @@ describe('admin commands given --data while a server holds the directory', () =>
   let nar: { bytes: Buffer; narHash: string; narSize: number };
 
   const attest = (key: SecretKey, path = outPath) =>
-    fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(signedAttestation(key, { outPath: path, narHash: nar.narHash, narSize: nar.narSize })) });
+    postAttestations(server.url, key, signedAttestation(key, { outPath: path, narHash: nar.narHash, narSize: nar.narSize }));
   const narinfo = (policy = '') => fetch(`${server.url}${policy}/${hashPartOf(outPath as StorePath)}.narinfo`);
   const admin = async (...args: string[]) => {
     const r = await runCli([...args, '--data', dir]);

@@ -11,6 +11,7 @@ import { testConfig, randomNarHash, signedAttestation } from '../helpers/ledger.
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { runAsync, runCli } from '../helpers/server.js';
 import { fetchLeaves, replayLeaves, servedQuorum } from '../helpers/replay.js';
+import { postAttestations } from '../../bench/common.js';
 import { addBuilder } from '../../src/app/builders.js';
 import { setPolicy } from '../../src/app/policies.js';
 
@@ -127,7 +128,7 @@ describeNix('quorum-gated substitution with three independent builders (real Nix
       references: [...honest[0]!.references].sort(),
     };
     const signature = signRaw(forger as SecretKey, statementText(forged as never)).toString('base64');
-    const res = await fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...forged, builder: forger.name, signature }) });
+    const res = await postAttestations(server.url, forger, { ...forged, builder: forger.name, signature });
     expect(res.status).toBe(201);
     // Under "ignore" the two honest keys still agree: the same narinfo, and Nix substitutes the real bytes.
     expect(await (await narinfo(target, 'tolerant')).text()).toBe(before);
@@ -151,7 +152,7 @@ describeNix('quorum-gated substitution with three independent builders (real Nix
     // A client that cached the narinfo cannot fetch the NAR either.
     expect((await fetch(narUrl)).status).toBe(404);
     const late = signedAttestation(keys[1]!, { outPath: chainEnd, narHash: randomNarHash() });
-    expect((await fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(late) })).status).toBe(403);
+    expect((await postAttestations(server.url, keys[1]!, late)).status).toBe(403);
     const result = await substitute(newClient(), server.url, cacheKey, [chainEnd]);
     expect(result.code).not.toBe(0);
 

@@ -86,8 +86,10 @@ export async function fetchLeaves(url: string): Promise<Buffer[]> {
   const note = await (await fetch(`${url}/api/v1/log/checkpoint`)).text();
   const size = Number(note.split('\n')[1]);
   const leaves: Buffer[] = [];
-  for (let start = 0; start < size; start += 1000) {
-    const { entries } = (await (await fetch(`${url}/api/v1/log/entries?start=${start}&end=${Math.min(size, start + 1000)}`)).json()) as { entries: Array<{ leaf: string }> };
+  while (leaves.length < size) {
+    const start = leaves.length;
+    const { entries } = (await (await fetch(`${url}/api/v1/log/entries?start=${start}&end=${Math.min(size, start + 1000)}`)).json()) as { entries: Array<{ index: number; leaf: string }> };
+    if (entries.length === 0 || entries[0]!.index !== start) throw new Error(`the entries page from ${start} starts at ${entries[0]?.index}`);
     leaves.push(...entries.map((e) => Buffer.from(e.leaf, 'base64')));
   }
   return leaves;

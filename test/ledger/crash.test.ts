@@ -10,6 +10,7 @@ import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { freePort, spawnServer, stopChild } from '../helpers/server.js';
 import { addBuilder } from '../../src/app/builders.js';
+import { postAttestations } from '../../bench/common.js';
 
 describe('durability under SIGKILL', () => {
   it('loses no acknowledged attestation across ten kills in the middle of concurrent load, and the log still verifies', async () => {
@@ -30,7 +31,7 @@ describe('durability under SIGKILL', () => {
           while (!stop) {
             const batch = Array.from({ length: 20 }, () => signedAttestation(key, { outPath: randomStorePath(`r${round}`), narHash: randomNarHash() }));
             try {
-              const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch) });
+              const res = await postAttestations(url, key, batch);
               if (!res.ok) continue;
               const { results } = (await res.json()) as { results: Array<{ status: string; leafIndex: number }> };
               results.forEach((r, i) => {

@@ -9,6 +9,7 @@ import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '.
 import { tempDir } from '../helpers/nix.js';
 import { CLI, freePort } from '../helpers/server.js';
 import { addBuilder } from '../../src/app/builders.js';
+import { postAttestations } from '../../bench/common.js';
 
 const haveStrace = spawnSync('strace', ['-V']).status === 0;
 // CI installs strace: there the test must run, never skip.
@@ -84,7 +85,7 @@ describeStrace('durability: an acknowledged attestation is on disk', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     const batch = Array.from({ length: 20 }, (_, i) => signedAttestation(key, { outPath: randomStorePath(`p${i}`), narHash: randomNarHash() }));
-    const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch) });
+    const res = await postAttestations(url, key, batch);
     status = res.status;
     await res.text();
     const exited = new Promise((r) => child.once('exit', r));

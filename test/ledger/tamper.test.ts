@@ -8,7 +8,7 @@ import { auditLog } from '../../src/ledger/audit.js';
 import { encodeLeaf } from '../../src/ledger/leaf.js';
 import { MerkleLog } from '../../src/ledger/log.js';
 import { createLogger } from '../../src/log.js';
-import { uploadAuthHeader } from '../../src/nars/uploadAuth.js';
+import { uploadAuthHeader } from '../../src/http/builderAuth.js';
 import { narHashFromDigest, sha256, type NarHash } from '../../src/nix/hash.js';
 import { generateSecretKey, type SecretKey } from '../../src/nix/keys.js';
 import { dumpNar } from '../../src/nix/nar/index.js';

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { decompressStream, type CompressionMethod } from '../../src/blobstore/compression.js';
-import { uploadAuthHeader } from '../../src/nars/uploadAuth.js';
+import { uploadAuthHeader } from '../../src/http/builderAuth.js';
 import { narHashFromDigest, parseNarHash, sha256, type NarHash } from '../../src/nix/hash.js';
 import { generateSecretKey, type SecretKey } from '../../src/nix/keys.js';
 import { dumpNar } from '../../src/nix/nar/index.js';
@@ -17,6 +17,7 @@ import { startServer, type RunningServer } from '../../src/serve.js';
 import { randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { chrootBuildFlags, describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { addBuilder, revokeBuilder } from '../../src/app/builders.js';
+import { postAttestations } from '../../bench/common.js';
 
 interface Nar {
   bytes: Buffer;
@@ -270,7 +271,7 @@ function blobFile(storeRoot: string, key: string): string {
 
 async function attest(server: RunningServer, keys: SecretKey[], fields: { outPath: string; narHash: string; narSize: number; references?: string[]; drvPath?: string }): Promise<void> {
   for (const key of keys) {
-    const res = await fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(signedAttestation(key, fields)) });
+    const res = await postAttestations(server.url, key, signedAttestation(key, fields));
     expect(res.status).toBe(201);
   }
 }

@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { uploadAuthHeader } from '../../src/nars/uploadAuth.js';
+import { uploadAuthHeader } from '../../src/http/builderAuth.js';
 import { encodeStrings, NAR_MAGIC } from '../../src/nix/nar/index.js';
 import { narHashFromDigest, sha256 } from '../../src/nix/hash.js';
 import { generateSecretKey, type SecretKey } from '../../src/nix/keys.js';
@@ -10,6 +10,7 @@ import { randomStorePath, signedAttestation, testConfig } from '../helpers/ledge
 import { tempDir } from '../helpers/nix.js';
 import { runCli } from '../helpers/server.js';
 import { addBuilder } from '../../src/app/builders.js';
+import { postAttestations } from '../../bench/common.js';
 
 /**
  * The substituter keeps rendered narinfos of advertised paths in memory (the default configuration).
@@ -41,7 +42,7 @@ describe('the narinfo cache', () => {
     expect(put.status).toBe(201);
     const outPath = randomStorePath('cached');
     for (const key of keys) {
-      const res = await fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(signedAttestation(key, { outPath, narHash, narSize: nar.length })) });
+      const res = await postAttestations(server.url, key, signedAttestation(key, { outPath, narHash, narSize: nar.length }));
       expect(res.status).toBe(201);
     }
     const url = `${server.url}/${hashPartOf(outPath as StorePath)}.narinfo`;

@@ -196,7 +196,7 @@ describeChromium('web pages in Chromium', () => {
     expect(await page.textContent('main')).toContain(EVIL_QUERY);
     await expectNothingInjected(page, { dialogs });
 
-    await page.goto(`${server.url}/search?q=${encodeURIComponent('<script>')}`);
+    await page.goto(`${server.url}/search?q=${hashPart(evilPath)}`);
     await Promise.all([page.waitForURL(`${server.url}/paths/${hashPart(evilPath)}`), page.click(`a[href="/paths/${hashPart(evilPath)}"]`)]);
     expect(await page.textContent('[data-field="outPath"]')).toBe(evilPath);
     expect(await page.textContent('[data-field="outputName"]')).toBe(EVIL_OUTPUT);

@@ -32,7 +32,8 @@ describe('search queries', () => {
     [`${hash}-hello`, { kind: 'hash-part', hashPart: hash }],
     [` ${hash} `, { kind: 'hash-part', hashPart: hash }],
     ['hello', { kind: 'name', text: 'hello' }],
-    ['<script>', { kind: 'name', text: '<script>' }],
+    ['<script>', { kind: 'invalid', text: '<script>', message: 'store path names hold only A-Z a-z 0-9 + - . _ ? =' }],
+    ['a\u0000b\ud800c', { kind: 'invalid', text: 'a\ufffdb\ufffdc', message: 'store path names hold only A-Z a-z 0-9 + - . _ ? =' }],
   ])('%j', (q, expected) => expect(parseSearchQuery(q)).toEqual(expected));
   it.each([
     ['ab', /at least 3 characters/],

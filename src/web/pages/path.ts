@@ -87,6 +87,7 @@ ${attestations(o)}
 ${evidence(o)}
 </section>`,
 )}
-<p class="muted">Log size when this page was made: ${int(d.treeSize)}. Raw data: <a href="/api/v1/paths/${d.hashPart}/summary">JSON</a>.</p>`,
+${d.next === null ? '' : html`<p><a href="/paths/${d.hashPart}?after=${d.next}" rel="next">More attestations</a></p>`}
+<p class="muted">Log size when this page was made: ${int(d.treeSize)}. Raw data: <a href="/api/v1/paths/${d.hashPart}/summary${d.after === null ? '' : `?after=${d.after}`}">JSON</a>.</p>`,
   );
 }

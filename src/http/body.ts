@@ -1,0 +1,55 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { QuorumError } from '../errors.js';
+
+/**
+ * Reads a request body of at most `limit` bytes, as sent: a declared Content-Length over the limit
+ * is refused before a byte is read, a body that grows past it is cut off where it does, and a
+ * compressed body is refused outright (inflating it would be work done for whoever sent it).
+ */
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const encoding = req.headers['content-encoding'];
+  if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
+    throw new QuorumError('unsupported-encoding', `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not accepted: send the body uncompressed`, { field: 'Content-Encoding' });
+  }
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) throw tooLarge(limit);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (error?: Error) => {
+      req.off('data', data).off('end', end).off('error', done);
+      if (error) {
+        // Stop reading; the answer goes out and the connection is closed after it (jsonErrors).
+        req.pause();
+        reject(error);
+      } else resolve(Buffer.concat(chunks, size));
+    };
+    const data = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) done(tooLarge(limit));
+      else chunks.push(chunk);
+    };
+    const end = () => done();
+    req.on('data', data).once('end', end).once('error', done);
+  });
+}
+
+function tooLarge(limit: number): QuorumError {
+  return new QuorumError('too-large', `the request body is larger than the limit of ${limit} bytes: send fewer attestations per request`, { field: 'body' });
+}
+
+/** How long a refused client gets to read the answer before its connection is dropped. */
+const LINGER_MS = 2000;
+
+/**
+ * For an answer sent before the request's body was read (a refusal): the connection closes after
+ * it, instead of the server reading whatever the client goes on sending (a 1 GB upload, say).
+ */
+export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
+  if (req.complete) return;
+  res.setHeader('connection', 'close');
+  res.once('finish', () => {
+    req.socket.end();
+    setTimeout(() => req.socket.destroy(), LINGER_MS).unref();
+  });
+}
