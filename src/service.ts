@@ -41,6 +41,8 @@ export interface Service {
   noteVerifierText: string;
   cacheKey: SecretKey;
   adminToken: string;
+  /** Settles once every decision row was checked against the log after this start (see deriveFromLog). */
+  decisionsChecked: Promise<{ paths: number; corrected: number; ms: number }>;
   close(): void;
 }
 
@@ -111,6 +113,7 @@ export function openService(config: Config, logger: Logger): Service {
       noteVerifierText,
       cacheKey,
       adminToken,
+      decisionsChecked: Promise.resolve({ paths: 0, corrected: 0, ms: 0 }),
       close() {
         checkpoints.stop();
         void signatures.close();
@@ -120,7 +123,8 @@ export function openService(config: Config, logger: Logger): Service {
         lock.release();
       },
     };
-    deriveFromLog(service);
+    service.decisionsChecked = deriveFromLog(service);
+    service.decisionsChecked.catch((err: unknown) => logger.error('checking the decisions against the log failed', { err }));
     ensureDefaultPolicy(service, config.quorum.defaultThreshold ?? 2);
     const threshold = policies.require('default').threshold;
     if (config.quorum.defaultThreshold !== undefined && threshold !== config.quorum.defaultThreshold) {
@@ -138,17 +142,17 @@ export function openService(config: Config, logger: Logger): Service {
   }
 }
 
-/** Rebuilds the registry and policy tables from the log, then re-checks every decision (see openService). */
-function deriveFromLog(s: Service): void {
-  const started = performance.now();
-  const { paths, corrected, corrections } = s.db
-    .transaction(() => {
-      const { corrections } = rebuildProjection(s.db, s.log);
-      s.version.touch();
-      return { corrections, ...s.decisions.reconcile(s.log.size()) };
-    })
-    .immediate();
+/**
+ * Rebuilds the registry and policy tables from the log, then has every decision checked against it
+ * in the background (until that is done the substituter checks each path before serving it).
+ */
+function deriveFromLog(s: Service): Promise<{ paths: number; corrected: number; ms: number }> {
+  const { corrections } = s.db.transaction(() => rebuildProjection(s.db, s.log)).immediate();
+  s.version.touch();
   for (const line of corrections) s.logger.warn(`the database did not follow from the log: ${line}`);
-  if (corrected > 0) s.logger.warn('decisions that did not follow from the log were corrected', { corrected });
-  s.logger.info('decisions checked against the log', { paths, corrected, ms: Math.round(performance.now() - started) });
+  return s.decisions.reconcile().then((result) => {
+    if (result.corrected > 0) s.logger.warn('decisions that did not follow from the log were corrected', { corrected: result.corrected });
+    s.logger.info('decisions checked against the log', result);
+    return result;
+  });
 }

@@ -33,6 +33,13 @@ export function rebuildProjection(db: Db, log: MerkleLog): { state: LogState; co
   if (clash !== undefined) throw new QuorumError('tampered', `leaf ${clash} is stored both as an attestation and as a registry or policy leaf`, { field: `leaf ${clash}` });
 
   const corrections: string[] = [];
+  // Rows beyond the tree were never logged (and would take the index of the next leaf).
+  const unlogged = db.prepare('SELECT leaf_index FROM attestations WHERE leaf_index >= ?').pluck().all(size) as number[];
+  if (unlogged.length > 0) {
+    db.prepare('DELETE FROM conflicts WHERE first_leaf >= ? OR second_leaf >= ?').run(size, size);
+    db.prepare('DELETE FROM attestations WHERE leaf_index >= ?').run(size);
+    corrections.push(`attestation rows ${unlogged.slice(0, 5).join(', ')}${unlogged.length > 5 ? ` and ${unlogged.length - 5} more` : ''} are beyond the log's ${size} leaves (never logged); removed`);
+  }
   const rows = new Map((db.prepare('SELECT id, name, public_key, added_at, revoked_at, added_leaf, revoked_leaf FROM builders').all() as BuilderRow[]).map((r) => [r.name, r]));
   // Rows no leaf states stay (attestations may reference them) but never count again.
   for (const row of rows.values()) {

@@ -19,6 +19,8 @@ export interface Signer {
 }
 
 const CACHE_SIG_KEY = 'cache_sig_key';
+/** Attestation rows per transaction of the background check (about 20 ms of work each here). */
+const RECONCILE_CHUNK = 2000;
 
 /**
  * Keeps the decisions table equal to evaluate() over the attestations: a row per (policy, path) whose
@@ -69,8 +71,23 @@ export class DecisionMaterializer {
     this.storeSig = db.prepare(
       "UPDATE decisions SET cache_sig = ? WHERE policy = ? AND out_path = ? AND status = 'quorum' AND nar_hash = ? AND nar_size = ? AND refs = ? AND cache_sig IS NULL",
     );
+    const voteColumns = `SELECT a.out_path, a.leaf_index, a.builder_id, b.name, a.drv_path, a.output_name, a.nar_hash, a.nar_size, a.refs, a.narinfo_signature
+       FROM attestations a JOIN builders b ON b.id = a.builder_id`;
+    this.chunk = db.prepare<[string, number], VoteRowWithPath>(`${voteColumns} WHERE a.out_path > ? ORDER BY a.out_path LIMIT ?`).raw();
+    this.wholePath = db.prepare<[string], VoteRowWithPath>(`${voteColumns} WHERE a.out_path = ?`).raw();
+    const existing = 'SELECT out_path, status, nar_hash, nar_size, refs, deriver, sigs, agreeing FROM decisions';
+    this.stored = db.prepare<[string, string], ExistingRow>(`${existing} WHERE policy = ? AND out_path = ?`).raw();
+    this.withNar = db.prepare<[string, string], string>("SELECT out_path FROM decisions WHERE nar_hash = ? AND policy = ? AND status = 'quorum'").pluck();
+    this.rowsBetween = db.prepare<[string, string, string], ExistingRow>(`${existing} WHERE policy = ? AND out_path > ? AND out_path <= ?`).raw();
+    this.rowsAfter = db.prepare<[string, string], ExistingRow>(`${existing} WHERE policy = ? AND out_path > ?`).raw();
     this.forgetSignaturesOfReplacedKey();
   }
+
+  private readonly chunk: Statement<[string, number], VoteRowWithPath>;
+  private readonly wholePath: Statement<[string], VoteRowWithPath>;
+  private readonly rowsBetween: Statement<[string, string, string], ExistingRow>;
+  private readonly rowsAfter: Statement<[string, string], ExistingRow>;
+  private readonly withNar: Statement<[string, string], string>;
 
   /** Notified after decisions change (inside the transaction), e.g. to invalidate narinfo caches. */
   onChange(listener: (outPaths: Set<string> | 'all') => void): void {
@@ -170,69 +187,106 @@ export class DecisionMaterializer {
   }
 
   /**
-   * Makes every decision row what the log implies, at start: a row edited in the database, or left
-   * behind by a change that another version of the program made, is corrected (and counted), so
-   * nothing is served that does not follow from the attestations, the registry and the policies.
-   * Only the first `treeSize` leaves count: a row beyond the tree was never logged. Reads the
-   * attestations in out_path order, a chunk at a time; returns how many rows it had to change.
+   * Whether every decision row was checked against the log since this process opened it. Until
+   * then, what is served is checked path by path first (check): a row edited in the database while
+   * the server was down is never served, and the background pass (reconcile) corrects the rest.
    */
-  reconcile(treeSize: number): { paths: number; corrected: number } {
+  get checked(): boolean {
+    return this.checkedAll;
+  }
+
+  /**
+   * Whether the rows of `outPath` say what the log implies; if not, they are re-decided now (and
+   * counted). For what is about to be served before the background pass got to it.
+   */
+  check(outPath: string): boolean {
+    if (this.checkedAll) return true;
+    const votes = this.votesOf(outPath);
+    const policies = this.policies.list();
+    const right = policies.every((p) => sameDecision(evaluate(p, trustedKeys(p, this.registry), votes), votes, this.stored.get(p.name, outPath)));
+    if (right) return true;
+    this.db.transaction(() => this.recompute([outPath], { votesOf: () => votes, policies }))();
+    this.corrected++;
+    this.logger.warn('a decision that did not follow from the log was corrected before it was served', { outPath });
+    return false;
+  }
+
+  /** check() of every path whose decision under `policy` gives a NAR: before that NAR is served. */
+  checkNar(narHash: string, policy: string): void {
+    if (this.checkedAll) return;
+    for (const outPath of this.withNar.all(narHash, policy)) this.check(outPath);
+  }
+
+  private checkedAll = false;
+  private corrected = 0;
+  private readonly stored: Statement<[string, string], ExistingRow>;
+
+  /**
+   * Makes every decision row what the log implies, in the background after start: a row edited in
+   * the database, or left behind by another version of the program, is corrected (and counted).
+   * (Attestation rows beyond the tree, never logged, are gone by then: rebuildProjection.) Reads the
+   * attestations in out_path order, CHUNK rows per transaction, yielding between chunks, so serving
+   * goes on meanwhile (check() covers what is served before the pass reaches it).
+   */
+  async reconcile(): Promise<{ paths: number; corrected: number; ms: number }> {
+    const started = performance.now();
+    const names = this.policies.list().map((p) => p.name);
+    // Rows of policies that are gone are never served (the substituter serves known policies only): one cleanup.
+    this.corrected += this.db.prepare(`DELETE FROM decisions WHERE policy NOT IN (${names.map(() => '?').join(',') || "''"})`).run(...names).changes;
+    let paths = 0;
+    for (let after: string | null = ''; after !== null; ) {
+      const step = this.db.transaction((from: string) => this.reconcileChunk(from))(after);
+      paths += step.paths;
+      after = step.next;
+      await new Promise((resolve) => setImmediate(resolve));
+      if (!this.db.open) break;
+    }
+    this.checkedAll = true;
+    return { paths, corrected: this.corrected, ms: Math.round(performance.now() - started) };
+  }
+
+  /** One chunk of reconcile(): the paths after `after` whose attestations fit CHUNK rows, and the rows of paths no leaf attests between. */
+  private reconcileChunk(after: string): { paths: number; next: string | null } {
     const policies = this.policies.list();
     const trusted = policies.map((p) => trustedKeys(p, this.registry));
-    let corrected = 0;
-    let paths = 0;
-    const names = policies.map((p) => p.name);
-    corrected += this.db.prepare(`DELETE FROM decisions WHERE policy NOT IN (${names.map(() => '?').join(',') || "''"})`).run(...names).changes;
-    corrected += this.db
-      .prepare('DELETE FROM decisions WHERE NOT EXISTS (SELECT 1 FROM attestations a WHERE a.out_path = decisions.out_path AND a.leaf_index < ?)')
-      .run(treeSize).changes;
-    const chunk = this.db
-      .prepare<[string, number, number], VoteRowWithPath>(
-        `SELECT a.out_path, a.leaf_index, a.builder_id, b.name, a.drv_path, a.output_name, a.nar_hash, a.nar_size, a.refs, a.narinfo_signature
-         FROM attestations a JOIN builders b ON b.id = a.builder_id WHERE a.out_path > ? AND a.leaf_index < ? ORDER BY a.out_path LIMIT ?`,
-      )
-      .raw();
-    const existing = this.db
-      .prepare<[string, string, string], ExistingRow>(
-        'SELECT out_path, status, nar_hash, nar_size, refs, deriver, sigs, agreeing FROM decisions WHERE policy = ? AND out_path >= ? AND out_path <= ?',
-      )
-      .raw();
-    const CHUNK = 20_000;
-    let after = '';
-    for (;;) {
-      let rows = chunk.all(after, treeSize, CHUNK);
-      if (rows.length === 0) break;
-      if (rows.length === CHUNK) {
-        // The last path may go on in the next chunk: leave it whole for that one, unless it is the whole chunk.
-        const last = rows[rows.length - 1]![0];
-        const cut = rows.findIndex((r) => r[0] === last);
-        rows = cut > 0 ? rows.slice(0, cut) : this.db.prepare<[string, number], VoteRowWithPath>(
-          `SELECT a.out_path, a.leaf_index, a.builder_id, b.name, a.drv_path, a.output_name, a.nar_hash, a.nar_size, a.refs, a.narinfo_signature
-           FROM attestations a JOIN builders b ON b.id = a.builder_id WHERE a.out_path = ? AND a.leaf_index < ?`,
-        ).raw().all(last, treeSize);
-      }
-      const votes = new Map<string, PathVote[]>();
-      for (const [outPath, leafIndex, builderId, builder, drvPath, outputName, narHash, narSize, refs, narinfoSignature] of rows) {
-        const list = votes.get(outPath) ?? votes.set(outPath, []).get(outPath)!;
-        list.push({ leafIndex, builderId, builder, key: voterKey(this.registry, builderId), drvPath, outputName, narHash, narSize, refs, narinfoSignature });
-      }
-      for (const list of votes.values()) list.sort((x, y) => x.leafIndex - y.leafIndex);
-      const first = rows[0]![0];
-      const last = rows[rows.length - 1]![0];
-      const wrong = new Set<string>();
-      for (const [i, policy] of policies.entries()) {
-        const stored = new Map(existing.all(policy.name, first, last).map((r) => [r[0], r]));
-        for (const [outPath, pathVotes] of votes) {
-          const d = evaluate(policy, trusted[i]!, pathVotes);
-          if (!sameDecision(d, pathVotes, stored.get(outPath))) wrong.add(outPath);
-        }
-      }
-      paths += votes.size;
-      corrected += wrong.size;
-      if (wrong.size > 0) this.recompute(wrong, { votesOf: (p) => votes.get(p) ?? [], policies });
-      after = last;
+    let rows = this.chunk.all(after, RECONCILE_CHUNK);
+    const last = rows.length === RECONCILE_CHUNK ? rows[rows.length - 1]![0] : null;
+    if (last !== null) {
+      // The last path may go on in the next chunk: leave it whole for that one, unless it is the whole chunk.
+      const cut = rows.findIndex((r) => r[0] === last);
+      rows = cut > 0 ? rows.slice(0, cut) : this.wholePath.all(last);
     }
-    return { paths, corrected };
+    const votes = new Map<string, PathVote[]>();
+    for (const [outPath, leafIndex, builderId, builder, drvPath, outputName, narHash, narSize, refs, narinfoSignature] of rows) {
+      const list = votes.get(outPath) ?? votes.set(outPath, []).get(outPath)!;
+      list.push({ leafIndex, builderId, builder, key: voterKey(this.registry, builderId), drvPath, outputName, narHash, narSize, refs, narinfoSignature });
+    }
+    for (const list of votes.values()) list.sort((x, y) => x.leafIndex - y.leafIndex);
+    // The range this chunk covers: rows of paths in it that no attestation backs are removed.
+    const end = last === null ? null : rows[rows.length - 1]![0];
+    const wrong = new Set<string>();
+    for (const [i, policy] of policies.entries()) {
+      for (const [outPath, row] of this.inRange(policy.name, after, end)) {
+        const pathVotes = votes.get(outPath);
+        if (!pathVotes) {
+          this.remove.run(policy.name, outPath);
+          this.corrected++;
+        } else if (!sameDecision(evaluate(policy, trusted[i]!, pathVotes), pathVotes, row)) wrong.add(outPath);
+      }
+      for (const [outPath, pathVotes] of votes) {
+        const d = evaluate(policy, trusted[i]!, pathVotes);
+        if (d.status !== 'pending' && !wrong.has(outPath) && !this.stored.get(policy.name, outPath)) wrong.add(outPath);
+      }
+    }
+    this.corrected += wrong.size;
+    if (wrong.size > 0) this.recompute(wrong, { votesOf: (p) => votes.get(p) ?? [], policies });
+    return { paths: votes.size, next: end };
+  }
+
+  /** The stored rows of a policy with out_path in (after, end], end null meaning to the last. */
+  private inRange(policy: string, after: string, end: string | null): Array<[string, ExistingRow]> {
+    const rows = end === null ? this.rowsAfter.all(policy, after) : this.rowsBetween.all(policy, after, end);
+    return rows.map((r) => [r[0], r]);
   }
 
   /**

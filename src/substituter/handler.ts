@@ -88,7 +88,12 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     const key = `${policy.name}\0${hashPart}`;
     const cached = cache.get(key);
     if (cached !== undefined) return answer(res, policy, cached, started, head);
-    const path = lookup.find(policy.name, hashPart);
+    let path = lookup.find(policy.name, hashPart);
+    // Until every decision was checked against the log after start, each is checked before it is served.
+    if (path && !deps.decisions.checked && !deps.decisions.check(path.outPath)) {
+      lookup.refresh();
+      path = lookup.find(policy.name, hashPart);
+    }
     if (path && !path.nar && deps.upstream) return fail(res, fromUpstream(res, policy, hashPart, path, key, started, head));
     const text = renderOrNull(path);
     if (text !== null) remember(key, text);
@@ -128,6 +133,7 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     if (!m) return send(res, 400, 'text/plain', 'bad NAR file name: expected nar/<52 nix32 chars>.nar[.<compression>]\n', head);
     // The catalogue is keyed by canonical narHash strings: a name that is not one is simply not found.
     const narHash = `sha256:${m[1]!}` as NarHash;
+    deps.decisions.checkNar(narHash, policy.name);
     const record = deps.catalog.getAdvertised(narHash, policy.name);
     if (!record || record.blobKey !== `nar/${file}`) {
       deps.metrics.narRequests.inc({ result: 'miss' });

@@ -72,6 +72,7 @@ describe('a database edited while the server is down', () => {
     db.close();
     const lines: string[] = [];
     const server = await startServer(testConfig(dir), createLogger('warn', (l) => lines.push(l)));
+    await server.service.decisionsChecked;
     return { server, said: lines.join('') };
   }
   const status = async (server: RunningServer, path: string, policy = '') => (await fetch(`${server.url}${policy}/${hashPartOf(path as StorePath)}.narinfo`)).status;
@@ -214,4 +215,30 @@ describe('a database edited while the server is down', () => {
       await server.close();
     }
   });
+
+  it('a decision row edited in a large ledger is not served while the background check has not reached it yet', async () => {
+    const dir = tempDir('tampered-large');
+    dirs.push(dir);
+    cpSync(prepared, dir, { recursive: true });
+    let server = await startServer(testConfig(dir));
+    // Enough attestations that the check after a restart takes several chunks; the edited path sorts last.
+    const batch = Array.from({ length: 12_000 }, () => parseAttestation(signedAttestation(carol, { outPath: randomStorePath('bulk'), narHash: nars.get(other)!.narHash })));
+    await server.service.ingestor.submit(batch);
+    const last = `/nix/store/${'z'.repeat(32)}-last`;
+    await server.service.ingestor.submit([parseAttestation(signedAttestation(alice, { outPath: last, ...nars.get(lonely)! }))]);
+    await server.close();
+    const db = new Database(join(dir, 'ledger.sqlite'));
+    const { narHash, narSize } = nars.get(lonely)!;
+    db.prepare("INSERT INTO decisions (policy, out_path, status, nar_hash, nar_size, refs, agreeing, reason, updated_at) VALUES ('default', ?, 'quorum', ?, ?, '', 2, 'edited', 0)").run(last, narHash, narSize);
+    db.close();
+    server = await startServer(testConfig(dir));
+    try {
+      expect(server.service.decisions.checked).toBe(false);
+      expect(await status(server, last)).toBe(404);
+      expect(server.service.db.prepare('SELECT COUNT(*) FROM decisions WHERE out_path = ?').pluck().get(last)).toBe(0);
+      expect((await server.service.decisionsChecked).corrected).toBe(1);
+    } finally {
+      await server.close();
+    }
+  }, 120_000);
 });
