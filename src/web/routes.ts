@@ -121,7 +121,8 @@ export function webRoutes(service: Service): Router {
   });
   // Errors on pages are pages too; the JSON routes above keep the API's JSON errors.
   const htmlErrors: ErrorRequestHandler = (err, req, res, _next) => {
-    const status = err instanceof QuorumError ? err.status : 500;
+    // express's own 4xx (a path that does not decode, say) are the client's too.
+    const status = err instanceof QuorumError ? err.status : typeof err?.status === 'number' && err.status >= 400 && err.status < 500 ? (err.status as number) : 500;
     if (status >= 500) service.logger.error('page failed', { url: req.originalUrl, err });
     sendPage(res, errorPage(status, status >= 500 ? 'Internal error; the server log has the details.' : (err as Error).message), status);
   };
