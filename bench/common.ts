@@ -233,3 +233,57 @@ export function postAttestations(url: string, key: SecretKey, payload: unknown):
   const body = Buffer.from(typeof payload === 'string' ? payload : JSON.stringify(payload));
   return fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: attestAuthHeader(key, body) }, body });
 }
+
+// wrk's Lua: hits cycle through a list of request paths, misses draw a fresh random hash part per
+// request; done() prints the summary as one JSON line.
+export const NARINFO_WRK_SCRIPT = `
+local paths, n, mode = {}, 0, "list"
+local alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
+function init(args)
+  mode = args[1]
+  if mode == "list" then for line in io.lines(args[2]) do paths[#paths + 1] = line end end
+  math.randomseed(os.time())
+end
+function request()
+  if mode == "list" then
+    n = n % #paths + 1
+    return wrk.format(nil, paths[n])
+  end
+  local t = {}
+  for k = 1, 32 do local r = math.random(32); t[k] = alphabet:sub(r, r) end
+  return wrk.format(nil, "/" .. table.concat(t) .. ".narinfo")
+end
+function done(summary, latency, requests)
+  io.write(string.format('{"requests":%d,"us":%d,"nonOk":%d,"socketErrors":%d,"p50":%d,"p99":%d}\\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+`;
+
+export interface WrkResult {
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+  /** Share of one core the server used during the run. */
+  cpu: number;
+}
+
+export type WrkKind = 'hits' | 'misses';
+
+/** wrk (NARINFO_WRK_SCRIPT) on `clientCpu` against a server: hits cycle through `listFile`, misses are random hash parts; each must answer 200, or 404. */
+export async function wrkNarinfos(o: { server: BenchServer; kind: WrkKind; seconds: number; scriptFile: string; listFile: string; connections: number; clientCpu: string }): Promise<WrkResult> {
+  const { server, kind, seconds, scriptFile, listFile, connections, clientCpu } = o;
+  const before = cpuSeconds(server.pid);
+  const args = ['-c', clientCpu, 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', scriptFile, server.url, '--', ...(kind === 'hits' ? ['list', listFile] : ['random'])];
+  const stdout = await exec('taskset', args);
+  const used = cpuSeconds(server.pid) - before;
+  const line = stdout.split('\n').find((l) => l.startsWith('{'));
+  if (!line) throw new Error(`wrk printed no summary: ${stdout}`);
+  const s = JSON.parse(line) as { requests: number; us: number; nonOk: number; socketErrors: number; p50: number; p99: number };
+  // Every hit must be a 200 and every miss a 404, or we would be timing the error path.
+  const expectedNonOk = kind === 'hits' ? 0 : s.requests;
+  if (s.nonOk !== expectedNonOk || s.socketErrors !== 0) throw new Error(`${server.url} ${kind}: ${s.nonOk} non-2xx of ${s.requests}, ${s.socketErrors} socket errors`);
+  return { rps: s.requests / (s.us / 1e6), p50ms: s.p50 / 1000, p99ms: s.p99 / 1000, cpu: used / (s.us / 1e6) };
+}
+

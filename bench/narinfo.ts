@@ -43,7 +43,7 @@ import { encodeStrings, NAR_MAGIC } from '../src/nix/nar/index.js';
 import { nix32Encode } from '../src/nix/nix32.js';
 import { hashPartOf, type HashPart, type StorePath } from '../src/nix/storePath.js';
 import { openService } from '../src/service.js';
-import { cpuSeconds, exec, median, randomStorePath, startNginx, startQuorumServer, postAttestations, type BenchServer } from './common.js';
+import { cpuSeconds, exec, median, randomStorePath, startNginx, startQuorumServer, postAttestations, wrkNarinfos, NARINFO_WRK_SCRIPT as WRK_SCRIPT, type BenchServer, type WrkKind, type WrkResult } from './common.js';
 import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
@@ -133,55 +133,8 @@ async function fetchEach(url: string, hashParts: readonly string[], status: 200 
   return bodies;
 }
 
-// wrk's Lua: hits cycle through a list of request paths, misses draw a fresh random hash part per
-// request; done() prints the summary as one JSON line.
-const WRK_SCRIPT = `
-local paths, n, mode = {}, 0, "list"
-local alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
-function init(args)
-  mode = args[1]
-  if mode == "list" then for line in io.lines(args[2]) do paths[#paths + 1] = line end end
-  math.randomseed(os.time())
-end
-function request()
-  if mode == "list" then
-    n = n % #paths + 1
-    return wrk.format(nil, paths[n])
-  end
-  local t = {}
-  for k = 1, 32 do local r = math.random(32); t[k] = alphabet:sub(r, r) end
-  return wrk.format(nil, "/" .. table.concat(t) .. ".narinfo")
-end
-function done(summary, latency, requests)
-  io.write(string.format('{"requests":%d,"us":%d,"nonOk":%d,"socketErrors":%d,"p50":%d,"p99":%d}\\n',
-    summary.requests, summary.duration, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-`;
-
-interface WrkResult {
-  rps: number;
-  p50ms: number;
-  p99ms: number;
-  /** Share of one core the server used during the run. */
-  cpu: number;
-}
-
-type Kind = 'hits' | 'misses';
-
-async function wrk(server: BenchServer, kind: Kind, seconds: number, scriptFile: string, listFile: string): Promise<WrkResult> {
-  const before = cpuSeconds(server.pid);
-  const args = ['-c', clientCpu, 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', scriptFile, server.url, '--', ...(kind === 'hits' ? ['list', listFile] : ['random'])];
-  const stdout = await exec('taskset', args);
-  const used = cpuSeconds(server.pid) - before;
-  const line = stdout.split('\n').find((l) => l.startsWith('{'));
-  if (!line) throw new Error(`wrk printed no summary: ${stdout}`);
-  const s = JSON.parse(line) as { requests: number; us: number; nonOk: number; socketErrors: number; p50: number; p99: number };
-  // Every hit must be a 200 and every miss a 404, or we would be timing the error path.
-  const expectedNonOk = kind === 'hits' ? 0 : s.requests;
-  if (s.nonOk !== expectedNonOk || s.socketErrors !== 0) throw new Error(`${server.url} ${kind}: ${s.nonOk} non-2xx of ${s.requests}, ${s.socketErrors} socket errors`);
-  return { rps: s.requests / (s.us / 1e6), p50ms: s.p50 / 1000, p99ms: s.p99 / 1000, cpu: used / (s.us / 1e6) };
+async function wrk(server: BenchServer, kind: WrkKind, seconds: number, scriptFile: string, listFile: string): Promise<WrkResult> {
+  return wrkNarinfos({ server, kind, seconds, scriptFile, listFile, connections, clientCpu });
 }
 
 const servers: BenchServer[] = [];
@@ -221,7 +174,7 @@ try {
   const UNCACHED = 'ours, uncached (narinfoCacheEntries 0)';
   const FLOODED = `ours, cached, after ${MISS_FLOOD} misses`;
   const results = new Map<string, WrkResult[]>();
-  const measure = async (kind: Kind, name: string, server: BenchServer, round: number) => {
+  const measure = async (kind: WrkKind, name: string, server: BenchServer, round: number) => {
     const r = await wrk(server, kind, duration, scriptFile, listFile);
     results.set(`${kind}\0${name}`, [...(results.get(`${kind}\0${name}`) ?? []), r]);
     process.stderr.write(`round ${round + 1} ${kind} ${name}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99ms.toFixed(2)} ms, cpu ${(r.cpu * 100).toFixed(0)}%\n`);
@@ -248,7 +201,7 @@ try {
   console.log('');
   console.log('| requests | server | req/s | p50 ms | p99 ms | server CPU | req/s vs nginx | req per server CPU-second | per CPU-second vs nginx |');
   console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-  const rows: Array<[Kind, string]> = [
+  const rows: Array<[WrkKind, string]> = [
     ['hits', NGINX],
     ['hits', CACHED],
     ['hits', UNCACHED],

@@ -12,6 +12,7 @@ import { NarCatalog } from './nars/catalog.js';
 import { collectGarbage } from './nars/gc.js';
 import { narRoutes } from './nars/routes.js';
 import { substituterHandler } from './substituter/handler.js';
+import { builderGate } from './api/builderGate.js';
 import { upstreamResolver } from './substituter/upstream.js';
 import { UpstreamCaches } from './blobstore/upstream.js';
 import { webRoutes } from './web/routes.js';
@@ -47,7 +48,7 @@ export async function startServer(config: Config, logger = createLogger(config.l
   const server = createHttpServer(service, metrics, {
     api: [narRoutes({ blobs, catalog, registry: service.registry, compression: config.compression, metrics })],
     pages: [webRoutes(service)],
-    fast: [substituter.handle],
+    fast: [builderGate(service.registry), substituter.handle],
   });
   const republish = cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());
   let gcRun: Promise<void> | undefined;

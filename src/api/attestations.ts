@@ -1,12 +1,11 @@
 import { Router } from 'express';
-import { authenticBuilder } from '../app/nars.js';
 import { ERROR_STATUS, QuorumError } from '../errors.js';
-import { ATTEST_AUTH_SCHEME, attestAuthText, checkAuthTime, checkBuilderAuth, parseBuilderAuth } from '../http/builderAuth.js';
 import { readBody } from '../http/body.js';
 import { parseAttestation } from '../ledger/attestation.js';
 import type { IngestResult } from '../ledger/ingest.js';
 import type { Metrics } from '../metrics.js';
 import type { Service } from '../service.js';
+import { gatedBuilder } from './builderGate.js';
 
 /** HTTP status of a one-item submission (a rejected one: its code's); arrays answer 200 unless every item was rejected. */
 function statusOf(results: IngestResult[]): number {
@@ -18,19 +17,15 @@ function statusOf(results: IngestResult[]): number {
 
 /**
  * POST /attestations: one attestation or an array, with a result per item. The cheap checks come
- * first, so a request from anybody but a builder costs one header check: the builder's signature
- * header (who, and when) before the body is read; the body's size while it is read; the signature
- * over the body before it is parsed; then each attestation's own signature.
+ * first: the builder's signature over the body's length and the time (builderGate, before express);
+ * the body's size while it is read; then each attestation's own signature.
  */
 export function attestationRoutes(service: Service, metrics: Metrics): Router {
-  const { ingestor, config, registry } = service;
+  const { ingestor, config } = service;
   const router = Router();
   router.post('/attestations', async (req, res) => {
-    const auth = parseBuilderAuth(ATTEST_AUTH_SCHEME, req.headers.authorization);
-    checkAuthTime(auth);
-    const builder = authenticBuilder(registry, auth);
+    gatedBuilder(req);
     const bytes = await readBody(req, config.ledger.maxRequestBytes);
-    checkBuilderAuth(auth, builder.publicKey, attestAuthText(bytes, auth.ts));
     let body: unknown;
     try {
       body = JSON.parse(bytes.toString('utf8'));

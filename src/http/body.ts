@@ -43,12 +43,17 @@ const LINGER_MS = 2000;
 
 /**
  * For an answer sent before the request's body was read (a refusal): the connection closes after
- * it, instead of the server reading whatever the client goes on sending (a 1 GB upload, say).
+ * it, instead of the server reading whatever the client goes on sending (a 1 GB upload, say). The
+ * rest of the body is not read; the client gets a FIN after the answer and LINGER_MS to read it
+ * before the connection is dropped. (Closing at once, as `Connection: close` does, would reset the
+ * connection while unread bytes wait, and a client still sending could lose the answer.)
  */
 export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
   if (req.complete) return;
-  res.setHeader('connection', 'close');
   res.once('finish', () => {
+    // Node resumes an unread request when its answer finishes, to discard the rest: stop that.
+    req.pause();
+    req.socket.pause();
     req.socket.end();
     setTimeout(() => req.socket.destroy(), LINGER_MS).unref();
   });

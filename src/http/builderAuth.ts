@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { QuorumError } from '../errors.js';
 import type { NarHash } from '../nix/hash.js';
 import { signRaw, verifyRaw, type PublicKey, type SecretKey } from '../nix/keys.js';
@@ -10,9 +9,13 @@ import { signRaw, verifyRaw, type PublicKey, type SecretKey } from '../nix/keys.
  *
  *   Authorization: <scheme> builder=<key name>,ts=<unix seconds>,sig=<base64 Ed25519>
  *   NixQuorum-Upload:  signed text nix-quorum-upload-v1;<narHash sha256:nix32>;<narSize>;<ts>
- *   NixQuorum-Attest:  signed text nix-quorum-attest-v1;<base64 SHA-256 of the request body>;<ts>
+ *   NixQuorum-Attest:  signed text nix-quorum-attest-v1;<Content-Length of the body>;<ts>
  *
- * The timestamp bounds replay to a window; replaying a request only re-sends what a builder signed.
+ * Both are checked before a byte of the body is read: a request from anybody without a builder key
+ * costs one signature check. The timestamp bounds replay to a window. Replaying an upload only
+ * re-sends bytes the server checks against the signed hash; replaying a submission header (seen on
+ * the wire, so only without TLS) lets a body of that length be parsed within the window, and every
+ * attestation in it must still carry a builder's own signature.
  */
 export const UPLOAD_AUTH_SCHEME = 'NixQuorum-Upload';
 export const ATTEST_AUTH_SCHEME = 'NixQuorum-Attest';
@@ -30,8 +33,8 @@ export function uploadAuthText(narHash: NarHash, narSize: number, ts: number): s
   return `nix-quorum-upload-v1;${narHash};${narSize};${ts}`;
 }
 
-export function attestAuthText(body: Uint8Array, ts: number): string {
-  return `nix-quorum-attest-v1;${createHash('sha256').update(body).digest('base64')};${ts}`;
+export function attestAuthText(contentLength: number, ts: number): string {
+  return `nix-quorum-attest-v1;${contentLength};${ts}`;
 }
 
 function header(scheme: Scheme, key: SecretKey, text: (ts: number) => string, now: number): string {
@@ -44,7 +47,7 @@ export function uploadAuthHeader(key: SecretKey, narHash: NarHash, narSize: numb
 }
 
 export function attestAuthHeader(key: SecretKey, body: Uint8Array, now = Date.now()): string {
-  return header(ATTEST_AUTH_SCHEME, key, (ts) => attestAuthText(body, ts), now);
+  return header(ATTEST_AUTH_SCHEME, key, (ts) => attestAuthText(body.length, ts), now);
 }
 
 const WHAT: Record<Scheme, string> = { [UPLOAD_AUTH_SCHEME]: 'NAR uploads', [ATTEST_AUTH_SCHEME]: 'attestation submissions' };

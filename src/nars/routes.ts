@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { authorizeUpload } from '../app/nars.js';
+import { gatedBuilder } from '../api/builderGate.js';
 import type { BlobStore } from '../blobstore/blobStore.js';
 import type { CompressionMethod } from '../blobstore/compression.js';
 import { QuorumError } from '../errors.js';
@@ -29,12 +29,8 @@ export function narRoutes(deps: NarRouteDeps): Router {
 
   router.put('/nars/:narHash', async (req, res) => {
     const narHash = parseNarHash(String(req.params.narHash), 'narHash');
-    const length = req.headers['content-length'];
-    if (length === undefined || !/^[0-9]{1,16}$/.test(length)) {
-      throw new QuorumError('bad-content-length', 'Content-Length must be the NAR size in bytes (uploads are uncompressed NARs, not chunked)', { field: 'Content-Length' });
-    }
-    const narSize = Number(length);
-    const builder = authorizeUpload(deps.registry, req.headers.authorization, narHash, narSize);
+    const narSize = Number(req.headers['content-length']);
+    const builder = gatedBuilder(req);
     try {
       const { created, record } = await uploadNar(deps.blobs, deps.catalog, { narHash, narSize, body: req, compression: deps.compression, uploadedBy: builder.id });
       deps.metrics.uploads.inc({ result: created ? 'stored' : 'exists' });
