@@ -50,11 +50,15 @@ const LINGER_MS = 2000;
  */
 export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
   if (req.complete) return;
-  res.once('finish', () => {
+  // The client must not send another request on this connection...
+  res.setHeader('connection', 'close');
+  // ...but Node's way of closing it after such an answer (destroySoon) resets it at once.
+  const socket = req.socket;
+  socket.destroySoon = () => {
     // Node resumes an unread request when its answer finishes, to discard the rest: stop that.
     req.pause();
-    req.socket.pause();
-    req.socket.end();
-    setTimeout(() => req.socket.destroy(), LINGER_MS).unref();
-  });
+    socket.pause();
+    socket.end();
+    setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  };
 }
