@@ -197,13 +197,19 @@ export function formatCheckpoint({ origin, size, rootHash }: Checkpoint): string
 export function parseCheckpoint(text: string, verifier: NoteVerifierKey, expectedOrigin?: string): Checkpoint {
   // 1-8. The signed note verifies against the trusted key (see verifyNote).
   const { body } = verifyNote(text, verifier);
+  const checkpoint = parseCheckpointBody(body);
+  // 10. The origin names the log we expect.
+  if (expectedOrigin !== undefined && checkpoint.origin !== expectedOrigin) bad(`checkpoint is for log ${JSON.stringify(checkpoint.origin)}, expected ${JSON.stringify(expectedOrigin)}`);
+  return checkpoint;
+}
+
+/** Parses a checkpoint's note text (verify its signature first, or after, as the caller needs). */
+export function parseCheckpointBody(body: string): Checkpoint {
   // 9. At least three lines (origin, size, root hash), then optional extension lines; none empty.
   const lines = body.slice(0, -1).split('\n');
   if (lines.length < 3) bad(`a checkpoint has at least 3 lines (origin, tree size, root hash), got ${lines.length}`);
   if (lines.some((line) => line === '')) bad('checkpoint lines must not be empty');
   const [origin, sizeText, rootText] = lines as [string, string, string];
-  // 10. The origin names the log we expect.
-  if (expectedOrigin !== undefined && origin !== expectedOrigin) bad(`checkpoint is for log ${JSON.stringify(origin)}, expected ${JSON.stringify(expectedOrigin)}`);
   // 11. Tree size: ASCII decimal without leading zeros, within 2^53-1.
   if (!/^(0|[1-9][0-9]*)$/.test(sizeText) || !Number.isSafeInteger(Number(sizeText))) bad(`checkpoint tree size ${JSON.stringify(sizeText)} must be a decimal number without leading zeros, at most 2^53-1`);
   // 12. Root hash: standard base64 of 32 bytes.
