@@ -116,13 +116,21 @@ export function openCosignature(body: string, witness: CosignerVerifier, bytes: 
 }
 
 /** Whether a witness and a log (or two witnesses) share an Ed25519 key: their signatures could be confused. */
-export function sameKey(a: { publicKey: PublicKey }, b: { publicKey: PublicKey }): boolean {
+function sameKey(a: { publicKey: PublicKey }, b: { publicKey: PublicKey }): boolean {
   return a.publicKey.raw.equals(b.publicKey.raw);
 }
 
 /** Refuses to pair a witness key with the log key it witnesses: a cosignature must be a second party's. */
 export function checkDistinctFromLog(witness: CosignerVerifier, log: NoteVerifierKey, field: string): void {
   if (sameKey(witness, log)) throw new QuorumError('bad-config', `${field}: witness ${witness.name} uses the same Ed25519 key as the log ${log.name}; a witness must have its own key`, { field });
+}
+
+/** The cosigned message does not name the witness: one key under two names would count twice. */
+export function checkDistinctWitnesses(witnesses: readonly CosignerVerifier[], field = 'ledger.witnesses'): void {
+  witnesses.forEach((w, i) => {
+    const twin = witnesses.findIndex((o, j) => j < i && sameKey(o, w));
+    if (twin >= 0) throw new QuorumError('bad-config', `${field}: witnesses ${witnesses[twin]!.name} and ${w.name} have the same key; each witness needs its own`, { field });
+  });
 }
 
 function verifierOf(name: string, raw: Buffer): CosignerVerifier {

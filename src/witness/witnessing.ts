@@ -1,7 +1,6 @@
-import { QuorumError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { Service } from '../service.js';
-import { checkDistinctFromLog, parseCosignerVerifier, sameKey, type CosignerVerifier } from './cosignature.js';
+import { checkDistinctFromLog, checkDistinctWitnesses, parseCosignerVerifier } from './cosignature.js';
 import { CosignatureStore } from './cosignatures.js';
 import { WitnessSubmitter } from './submitter.js';
 
@@ -33,12 +32,4 @@ export function startWitnessing(service: Service, metrics: Metrics): Witnessing 
   });
   checkpoints.onPublished(() => submitter.wake());
   return { store, submitter, stop: () => submitter.stop() };
-}
-
-/** The cosigned message does not name the witness: one key under two names would count twice. */
-export function checkDistinctWitnesses(witnesses: readonly CosignerVerifier[], field = 'ledger.witnesses'): void {
-  witnesses.forEach((w, i) => {
-    const twin = witnesses.findIndex((o, j) => j < i && sameKey(o, w));
-    if (twin >= 0) throw new QuorumError('bad-config', `${field}: witnesses ${witnesses[twin]!.name} and ${w.name} have the same key; each witness needs its own`, { field });
-  });
 }
