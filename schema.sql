@@ -250,5 +250,5 @@ CREATE TABLE IF NOT EXISTS witness_evidence (
   note         TEXT NOT NULL,          -- the submitted checkpoint, as received
   witness_size INTEGER,                -- the witness's latest then (NULL: none)
   witness_note TEXT,
-  UNIQUE (origin, note, old_size)
+  UNIQUE (origin, note, old_size, proof)
 );

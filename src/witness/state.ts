@@ -67,7 +67,7 @@ export class WitnessState {
     this.putHead.run(origin, head.size, head.rootHash, head.note, head.cosignedAt);
   }
 
-  /** Keeps a refused checkpoint (the same note and old size once); false when the log's quota is full. */
+  /** Keeps a refused checkpoint (the same request once); false when the log's quota is full. */
   keepEvidence(e: { origin: string; status: number; reason: string; oldSize: number; proof: Buffer[]; note: string; held: WitnessedHead | undefined }): boolean {
     if (this.countEvidence.get(e.origin)!.n >= MAX_EVIDENCE_PER_LOG) return false;
     this.putEvidence.run(e.origin, Date.now(), e.status, e.reason, e.oldSize, e.proof.map((h) => h.toString('base64')).join('\n'), e.note, e.held?.size ?? null, e.held?.note ?? null);
