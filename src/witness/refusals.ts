@@ -10,28 +10,35 @@ import { verifyCosigned, type WitnessPolicy } from './verifyCosigned.js';
 
 type Get = (path: string) => Promise<unknown>;
 
+/** A new checkpoint is cosigned within moments; a log whose newest stays uncosigned this long is not witnessed. */
+const WITNESS_WAIT_MS = 10_000;
+const POLL_MS = 500;
+
 /**
- * The checkpoint an auditor checks under a witness policy: the newest one the server has with
- * enough cosignatures (GET /api/v1/log/checkpoint?cosigned=M), else its newest. If it is not
- * witnessed enough, the error says why for each witness that did not cosign (refusals).
+ * The checkpoint an auditor checks under a witness policy: the server's newest, once it carries
+ * `threshold` valid cosignatures (it is asked again for up to WITNESS_WAIT_MS, as the newest may be
+ * moments old). Not the newest witnessed one: a fork that keeps an old witnessed prefix and shows
+ * unwitnessed checkpoints on top must fail. If it fails, the error says why for each witness that
+ * did not cosign (refusals).
  */
-export async function witnessedCheckpoint(get: Get, logKey: NoteVerifierKey, policy: WitnessPolicy): Promise<{ note: string; cosignatures: Cosignature[] }> {
-  let note: string;
-  try {
-    note = String(await get(`api/v1/log/checkpoint?cosigned=${policy.threshold}`));
-  } catch (error) {
-    if (!(error instanceof QuorumError) || error.code !== 'not-witnessed') throw error;
-    note = String(await get('api/v1/log/checkpoint'));
-  }
-  try {
-    const { cosignatures } = verifyCosigned(note, logKey, policy);
-    return { note, cosignatures };
-  } catch (error) {
-    if (!(error instanceof QuorumError) || error.code !== 'not-witnessed') throw error;
-    const checkpoint = parseCheckpoint(note, logKey);
-    const cosigned = verifyCosignatures(note, policy.witnesses).map((c) => c.witness);
-    const lines = await refusals(get, checkpoint, logKey, policy.witnesses.filter((w) => !cosigned.includes(w)));
-    throw new QuorumError('not-witnessed', [error.message, ...lines.map((l) => `  ${l}`)].join('\n'));
+export async function witnessedCheckpoint(get: Get, logKey: NoteVerifierKey, policy: WitnessPolicy, waitMs = WITNESS_WAIT_MS): Promise<{ note: string; cosignatures: Cosignature[] }> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const note = String(await get('api/v1/log/checkpoint'));
+    try {
+      const { cosignatures } = verifyCosigned(note, logKey, policy);
+      return { note, cosignatures };
+    } catch (error) {
+      if (!(error instanceof QuorumError) || error.code !== 'not-witnessed') throw error;
+      if (Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, POLL_MS));
+        continue;
+      }
+      const checkpoint = parseCheckpoint(note, logKey);
+      const cosigned = verifyCosignatures(note, policy.witnesses).map((c) => c.witness);
+      const lines = await refusals(get, checkpoint, logKey, policy.witnesses.filter((w) => !cosigned.includes(w)));
+      throw new QuorumError('not-witnessed', [error.message, ...lines.map((l) => `  ${l}`)].join('\n'));
+    }
   }
 }
 

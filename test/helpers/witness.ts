@@ -1,6 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createLogger } from '../../src/log.js';
+import type { PublicKey } from '../../src/nix/keys.js';
+import { openService } from '../../src/service.js';
+import { testConfig } from './ledger.js';
 import { CLI, freePort } from './server.js';
 
 export interface SpawnedWitness {
@@ -40,4 +44,22 @@ export async function spawnWitness(
   }
   child.kill('SIGKILL');
   throw new Error(`witness did not start: ${stderr}`);
+}
+
+/** Polls `condition` until it holds (a deadline, not a timing assertion). */
+export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Creates a ledger's data directory (keys, database) with `builders` registered; returns its log vkey. */
+export function prepareLedger(dataDir: string, origin: string, builders: readonly PublicKey[]): string {
+  const service = openService(testConfig(dataDir, { ledger: { origin } }), createLogger('error'));
+  for (const b of builders) service.registry.add(b);
+  const vkey = service.noteVerifierText.trim();
+  service.close();
+  return vkey;
 }

@@ -10,7 +10,7 @@ import { specParseVkey, specVerifyCosignatures } from '../helpers/cosignatureSpe
 import { tempDir } from '../helpers/nix.js';
 import { runCli, stopChild } from '../helpers/server.js';
 import { describeStrace } from '../helpers/strace.js';
-import { spawnWitness, type SpawnedWitness } from '../helpers/witness.js';
+import { spawnWitness, waitFor, type SpawnedWitness } from '../helpers/witness.js';
 
 /** A log's Merkle tree, grown in the test (merkle.ts is checked against RFC 9162 in its own tests). */
 class Tree {
@@ -261,14 +261,6 @@ describe('nix-quorum witness: the add-checkpoint contract (c2sp.org/tlog-witness
   });
 });
 
-async function until(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (condition()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 describeStrace('nix-quorum witness: SIGKILL between the check and the answer', () => {
   let dir: string;
   beforeAll(() => {
@@ -288,7 +280,7 @@ describeStrace('nix-quorum witness: SIGKILL between the check and the answer', (
     const tree = new Tree().grow(7);
     const checkpoint = note(origin, 7, tree.root());
     const answer = post(traced, body(0, [], checkpoint)).catch((error: Error) => error);
-    await until(() => /fdatasync\(\d+\)\s+= 0 \(DELAYED\)/.test(readFileSync(trace, 'utf8')), 'the WAL fsync');
+    await waitFor(() => /fdatasync\(\d+\)\s+= 0 \(DELAYED\)/.test(readFileSync(trace, 'utf8')), 'the WAL fsync');
     const exited = new Promise((r) => traced.child.once('exit', r));
     process.kill(Number(execFileSync('pgrep', ['-P', String(traced.child.pid)], { encoding: 'utf8' }).trim()), 'SIGKILL');
     expect(await answer).toBeInstanceOf(Error);
