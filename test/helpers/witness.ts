@@ -5,6 +5,7 @@ import { createLogger } from '../../src/log.js';
 import type { PublicKey } from '../../src/nix/keys.js';
 import { openService } from '../../src/service.js';
 import { testConfig } from './ledger.js';
+import { witnessArgs } from '../../bench/common.js';
 import { CLI, freePort } from './server.js';
 
 export interface SpawnedWitness {
@@ -26,7 +27,7 @@ export async function spawnWitness(
   options: { name?: string; port?: number; wrap?: string[] } = {},
 ): Promise<SpawnedWitness> {
   const port = options.port ?? (await freePort());
-  const args = [CLI, 'witness', '--data', dataDir, '--listen', `127.0.0.1:${port}`, ...(options.name ? ['--name', options.name] : []), ...logs.flatMap((l) => ['--log', `${l.origin}=${l.vkey}`])];
+  const args = [CLI, ...witnessArgs(dataDir, port, logs, options.name)];
   const [command, ...prefix] = options.wrap ? [...options.wrap, process.execPath] : [process.execPath];
   const child = spawn(command!, [...prefix, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NIX_QUORUM_LOG_LEVEL: 'warn' } });
   let stderr = '';
