@@ -23,6 +23,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { addBuilder } from '../src/app/builders.js';
 import { loadConfig } from '../src/config.js';
 import { openReader } from '../src/db.js';
 import { formatCheckpoint, formatNoteVerifierKey, generateNoteKey, signNote } from '../src/ledger/checkpoint.js';
@@ -64,7 +65,7 @@ try {
 function prepareLedger(dataDir: string, origin: string) {
   const keys = Array.from({ length: 4 }, (_, i) => generateSecretKey(`bench-builder-${i}`));
   const service = openService(loadConfig({ env: {}, flags: { dataDir, ledger: { origin } } }), createLogger('error'));
-  for (const k of keys) service.registry.add(k.publicKey);
+  for (const k of keys) addBuilder(service, k.publicKey);
   const vkey = service.noteVerifierText.trim();
   service.close();
   return { vkey, keys };

@@ -143,5 +143,5 @@ function signerOf(secretKey: SecretKey): CosignerSigner {
 }
 
 function checkTimestamp(timestamp: number): void {
-  if (!Number.isSafeInteger(timestamp) || timestamp <= 0) throw new QuorumError('bad-cosignature', `a cosignature timestamp must be a positive whole number of seconds, got ${timestamp}`);
+  if (!Number.isSafeInteger(timestamp) || timestamp <= 0) throw new QuorumError('bad-value', `a cosignature timestamp must be a positive whole number of seconds, got ${timestamp}`);
 }

@@ -7,7 +7,6 @@ import type { Config } from '../config.js';
 import { dataPaths, readOrCreate } from '../dataDir.js';
 import { openDb } from '../db.js';
 import { QuorumError } from '../errors.js';
-import { statusFor } from '../http/errors.js';
 import { parseNoteVerifierKey, type NoteVerifierKey } from '../ledger/checkpoint.js';
 import { SignaturePool } from '../ledger/signaturePool.js';
 import type { Logger } from '../log.js';
@@ -118,17 +117,17 @@ function trustedLogs(config: Config, signer: CosignerSigner): Map<string, NoteVe
 async function route(req: IncomingMessage, res: ServerResponse, witness: Witness, byOriginHash: Map<string, string>, metrics: WitnessMetrics): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://witness');
   if (url.pathname === '/add-checkpoint') {
-    if (req.method !== 'POST') return sendError(res, new QuorumError('bad-method', 'add-checkpoint takes POST'), 405);
+    if (req.method !== 'POST') return sendError(res, new QuorumError('method-not-allowed', 'add-checkpoint takes POST'));
     const text = await readBody(req);
     if (text === undefined) return sendError(res, new QuorumError('too-large', `an add-checkpoint body is at most ${MAX_BODY} bytes`));
     const started = process.hrtime.bigint();
     const answer = await witness.addCheckpoint(text);
     send(res, answer);
-    metrics.requests.inc({ status: answer.status === 'error' ? statusFor(answer.error.code) : answer.status });
+    metrics.requests.inc({ status: answer.status === 'error' ? answer.error.status : answer.status });
     metrics.seconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
     return;
   }
-  if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, new QuorumError('bad-method', `${req.method} is not served here`), 405);
+  if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, new QuorumError('method-not-allowed', `${req.method} is not served here`));
   const monitored = /^\/([0-9a-f]{64})\/checkpoint$/.exec(url.pathname);
   if (monitored) {
     const origin = byOriginHash.get(monitored[1]!);
@@ -178,9 +177,9 @@ function send(res: ServerResponse, answer: WitnessAnswer): void {
   sendError(res, answer.error);
 }
 
-function sendError(res: ServerResponse, error: QuorumError, status = statusFor(error.code)): void {
+function sendError(res: ServerResponse, error: QuorumError): void {
   const body = JSON.stringify({ error: error.message, code: error.code, ...(error.field ? { field: error.field } : {}) });
-  res.writeHead(status, { 'content-type': 'application/json' });
+  res.writeHead(error.status, { 'content-type': 'application/json' });
   res.end(body);
 }
 

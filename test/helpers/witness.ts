@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { addBuilder } from '../../src/app/builders.js';
 import { createLogger } from '../../src/log.js';
 import type { PublicKey } from '../../src/nix/keys.js';
 import { openService } from '../../src/service.js';
@@ -59,7 +60,7 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, what:
 /** Creates a ledger's data directory (keys, database) with `builders` registered; returns its log vkey. */
 export function prepareLedger(dataDir: string, origin: string, builders: readonly PublicKey[]): string {
   const service = openService(testConfig(dataDir, { ledger: { origin } }), createLogger('error'));
-  for (const b of builders) service.registry.add(b);
+  for (const b of builders) addBuilder(service, b);
   const vkey = service.noteVerifierText.trim();
   service.close();
   return vkey;

@@ -25,6 +25,10 @@ describe('split view: two copies of a ledger under one log key', () => {
   let logVkey: string;
   let a: RunningServer;
   let b: RunningServer;
+  /** Tree sizes: the shared history (after the log's own registry and policy leaves), A's, B's. */
+  let shared: number;
+  let aSize: number;
+  let bSize: number;
 
   const dir = (name: string) => {
     const d = tempDir(name);
@@ -47,12 +51,15 @@ describe('split view: two copies of a ledger under one log key', () => {
     const aDir = dir('ledger-a');
     logVkey = prepareLedger(aDir, ORIGIN, [builder.publicKey]);
     for (const i of [1, 2, 3]) witnesses.push(await spawnWitness(dir(`w${i}`), [{ origin: ORIGIN, vkey: logVkey }], { name: `witness.test/w${i}` }));
-    // A shared, witnessed history of 3 entries.
+    // A shared, witnessed history: the log's first leaves and 3 attestations.
     a = await startServer(config(aDir));
+    shared = a.service.log.size() + 3;
+    aSize = shared + 2;
+    bSize = shared + 4;
     await submit(a, 3, 'shared');
     await waitFor(async () => {
       const note = await newest(a);
-      return note.split('\n')[1] === '3' && cosigners(note) === 3;
+      return note.split('\n')[1] === String(shared) && cosigners(note) === 3;
     }, 'the shared history cosigned by all three');
     await a.close();
     // The copy, with the same log key; both copies run on.
@@ -72,21 +79,21 @@ describe('split view: two copies of a ledger under one log key', () => {
     await submit(a, 2, 'a');
     await waitFor(async () => {
       const note = await newest(a);
-      return note.split('\n')[1] === '5' && cosigners(note) === 3;
-    }, "A's checkpoint of 5 cosigned by all three");
-    // B's history differs from entry 3 on, and is longer: it proves consistency from A's 5 with its own tree, which fails.
+      return note.split('\n')[1] === String(aSize) && cosigners(note) === 3;
+    }, "A's newest checkpoint cosigned by all three");
+    // B's history differs from the shared one on, and is longer: it proves consistency from A's size with its own tree, which fails.
     await submit(b, 4, 'b');
     await waitFor(async () => {
       const { witnesses: status } = (await (await fetch(`${b.url}/api/v1/log/witnesses`)).json()) as { witnesses: Array<{ lastError: { status: number } | null }> };
       return status.every((s) => s.lastError?.status === 422);
     }, 'every witness to refuse B with 422');
     const bNote = await newest(b);
-    expect(bNote.split('\n')[1]).toBe('7');
+    expect(bNote.split('\n')[1]).toBe(String(bSize));
     expect(cosigners(bNote)).toBe(0);
     // Both histories are signed by the log key: neither server is "wrong" on its own.
     const key = parseNoteVerifierKey(logVkey);
-    expect(parseCheckpoint(bNote, key).size).toBe(7);
-    expect(parseCheckpoint(await newest(a), key).size).toBe(5);
+    expect(parseCheckpoint(bNote, key).size).toBe(bSize);
+    expect(parseCheckpoint(await newest(a), key).size).toBe(aSize);
 
     for (const w of witnesses) {
       // Each witness holds A's history only.
@@ -94,8 +101,8 @@ describe('split view: two copies of a ledger under one log key', () => {
       expect(head.split('\n').slice(0, 3)).toEqual((await newest(a)).split('\n').slice(0, 3));
       // And keeps B's checkpoint, signed by the log key, with the proof that failed.
       const { evidence } = (await (await fetch(`${w.url}/evidence?origin=${encodeURIComponent(ORIGIN)}`)).json()) as { evidence: Array<{ status: number; note: string; oldSize: number; witnessSize: number }> };
-      const refused = evidence.find((e) => e.note.split('\n')[1] === '7');
-      expect(refused, w.url).toMatchObject({ status: 422, oldSize: 5, witnessSize: 5 });
+      const refused = evidence.find((e) => e.note.split('\n')[1] === String(bSize));
+      expect(refused, w.url).toMatchObject({ status: 422, oldSize: aSize, witnessSize: aSize });
       expect(parseCheckpoint(refused!.note, key).rootHash.equals(parseCheckpoint(bNote, key).rootHash)).toBe(true);
       // B first sent its stale idea of the witness's size and was told A's (409), then proved from there and failed.
       expect(await (await fetch(`${w.url}/metrics`)).text()).toMatch(/nixquorum_witness_add_checkpoint_total\{status="409"\} [1-9]/);
@@ -105,10 +112,10 @@ describe('split view: two copies of a ledger under one log key', () => {
   it('verify --witness-threshold 2 of 3 fails on the unwitnessed fork, naming the witnesses that refused, and passes on the witnessed one', async () => {
     const failed = await verify(b, join(dirs[0]!, 'state-b.json'));
     expect(failed.code).toBe(1);
-    expect(failed.stderr).toMatch(/the checkpoint of 7 entries has 0 valid cosignatures of the 2 required; not cosigned by witness\.test\/w1, witness\.test\/w2, witness\.test\/w3/);
+    expect(failed.stderr).toMatch(new RegExp(`the checkpoint of ${bSize} entries has 0 valid cosignatures of the 2 required; not cosigned by witness\\.test/w1, witness\\.test/w2, witness\\.test/w3`));
     for (const i of [1, 2, 3]) {
-      expect(failed.stderr).toMatch(new RegExp(`witness\\.test/w${i} \\(http://127\\.0\\.0\\.1:\\d+\\): the server reports 422: consistency proof from 5 to 7 leaves does not lead to the first root`));
-      expect(failed.stderr).toMatch(new RegExp(`witness\\.test/w${i}: it cosigned a checkpoint of 5 entries \\(root \\S+\\), signed by the log key: FORK, this server's tree does not extend it`));
+      expect(failed.stderr).toMatch(new RegExp(`witness\\.test/w${i} \\(http://127\\.0\\.0\\.1:\\d+\\): the server reports 422: consistency proof from ${aSize} to ${bSize} leaves does not lead to the first root`));
+      expect(failed.stderr).toMatch(new RegExp(`witness\\.test/w${i}: it cosigned a checkpoint of ${aSize} entries \\(root \\S+\\), signed by the log key: FORK, this server's tree does not extend it`));
       expect(failed.stderr).toMatch(new RegExp(`witness\\.test/w${i}: it keeps 1 refused checkpoint\\(s\\) signed by the log key as evidence; the latest: 422`));
     }
     const passed = await verify(a, join(dirs[0]!, 'state-a.json'));
