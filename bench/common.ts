@@ -101,6 +101,31 @@ export async function startQuorumServer(options: { dataDir: string; config?: obj
   return server;
 }
 
+/**
+ * The ingest load: `clients` clients POST the signed JSON `bodies` (arrays of attestations) to the
+ * ledger at `url`, each the next as soon as its last is answered; `answered` hears each batch's
+ * per-item results and when they arrived. Any non-2xx fails the run.
+ */
+export async function postAttestationBatches(
+  url: string,
+  bodies: ReadonlyArray<{ body: Buffer<ArrayBuffer>; authorization: string }>,
+  clients: number,
+  answered: (results: Array<{ status: string; leafIndex: number }>, at: number) => void,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (next < bodies.length) {
+        const { body, authorization } = bodies[next++]!;
+        const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json', authorization }, body });
+        if (!res.ok) throw new Error(`server answered ${res.status}: ${await res.text()}`);
+        const at = Date.now();
+        answered(((await res.json()) as { results: Array<{ status: string; leafIndex: number }> }).results, at);
+      }
+    }),
+  );
+}
+
 /** `nix-quorum witness` arguments after the CLI path: one `--log ORIGIN=VKEY` per witnessed log. */
 export function witnessArgs(dataDir: string, port: number, logs: ReadonlyArray<{ origin: string; vkey: string }>, name?: string): string[] {
   return ['witness', '--data', dataDir, '--listen', `127.0.0.1:${port}`, ...(name ? ['--name', name] : []), ...logs.flatMap((l) => ['--log', `${l.origin}=${l.vkey}`])];

@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { addBuilder } from '../src/app/builders.js';
 import { loadConfig } from '../src/config.js';
 import { openReader } from '../src/db.js';
+import { attestAuthHeader } from '../src/http/builderAuth.js';
 import { formatCheckpoint, formatNoteVerifierKey, generateNoteKey, signNote } from '../src/ledger/checkpoint.js';
 import { MemoryNodeStore, appendLeaves, consistencyProof, leafHash, rootHash } from '../src/ledger/merkle.js';
 import { statementText } from '../src/ledger/statement.js';
@@ -34,7 +35,7 @@ import { generateSecretKey, signRaw, type SecretKey } from '../src/nix/keys.js';
 import { openService } from '../src/service.js';
 import { cosignedMessage } from '../src/witness/cosignature.js';
 import { formatAddCheckpoint } from '../src/witness/request.js';
-import { cpuSeconds, percentile, randomNarHash, randomStorePath, startQuorumServer, startWitnessServer, type BenchServer } from './common.js';
+import { cpuSeconds, percentile, postAttestationBatches, randomNarHash, randomStorePath, startQuorumServer, startWitnessServer, type BenchServer } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -71,41 +72,29 @@ function prepareLedger(dataDir: string, origin: string) {
   return { vkey, keys };
 }
 
-/** Pre-signed batches (JSON bodies) of distinct paths, so the clients cost the server nothing but HTTP. */
-function batches(keys: SecretKey[]): string[] {
-  const bodies: string[] = [];
+/** Pre-signed batches of distinct paths, each request signed by a builder, so the clients cost the server nothing but HTTP. */
+function batches(keys: SecretKey[]): Array<{ body: Buffer<ArrayBuffer>; authorization: string }> {
+  const bodies: Array<{ body: Buffer<ArrayBuffer>; authorization: string }> = [];
   for (let i = 0; i < total; i += batchSize) {
-    bodies.push(
-      JSON.stringify(
-        Array.from({ length: Math.min(batchSize, total - i) }, (_, j) => {
-          const key = keys[(i + j) % keys.length]!;
-          const outPath = randomStorePath(`p${i + j}`);
-          const a = { drvPath: `${outPath}.drv`, outputName: 'out', outPath, narHash: randomNarHash(), narSize: 1000 + j, references: [] as string[] };
-          return { ...a, builder: key.name, signature: signRaw(key, statementText(a as never)).toString('base64') };
-        }),
-      ),
-    );
+    const items = Array.from({ length: Math.min(batchSize, total - i) }, (_, j) => {
+      const key = keys[(i + j) % keys.length]!;
+      const outPath = randomStorePath(`p${i + j}`);
+      const a = { drvPath: `${outPath}.drv`, outputName: 'out', outPath, narHash: randomNarHash(), narSize: 1000 + j, references: [] as string[] };
+      return { ...a, builder: key.name, signature: signRaw(key, statementText(a as never)).toString('base64') };
+    });
+    const body = Buffer.from(JSON.stringify(items));
+    bodies.push({ body, authorization: attestAuthHeader(keys[0]!, body) });
   }
   return bodies;
 }
 
-/** The bench/ingest load: `clients` clients POST the batches as fast as they are answered; when each accepted leaf was acknowledged. */
-async function ingest(url: string, bodies: string[]): Promise<{ acks: Array<{ at: number; leaf: number }>; seconds: number }> {
+/** The bench/ingest load; when each accepted leaf was acknowledged. */
+async function ingest(url: string, bodies: ReturnType<typeof batches>): Promise<{ acks: Array<{ at: number; leaf: number }>; seconds: number }> {
   const acks: Array<{ at: number; leaf: number }> = [];
-  let next = 0;
   const started = process.hrtime.bigint();
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      while (next < bodies.length) {
-        const body = bodies[next++]!;
-        const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-        if (!res.ok) throw new Error(`ledger answered ${res.status}: ${await res.text()}`);
-        const at = Date.now();
-        const { results } = (await res.json()) as { results: Array<{ status: string; leafIndex: number }> };
-        for (const r of results) if (r.status === 'accepted') acks.push({ at, leaf: r.leafIndex });
-      }
-    }),
-  );
+  await postAttestationBatches(url, bodies, clients, (results, at) => {
+    for (const r of results) if (r.status === 'accepted') acks.push({ at, leaf: r.leafIndex });
+  });
   return { acks, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
 }
 

@@ -2,7 +2,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { startWitness } from '../witness/server.js';
-import { action } from './run.js';
+import { action, runUntilSignalled } from './run.js';
 
 /** `--log ORIGIN=VKEY`: the origin may hold '=' (it is a URL-ish string); the vkey never does before its base64. */
 function logFlag(value: string, previous: Array<{ origin: string; vkey: string }>): Array<{ origin: string; vkey: string }> {
@@ -30,20 +30,15 @@ export function registerWitness(program: Command): void {
       if (Object.keys(witness).length > 0) flags.witness = witness;
       const config = loadConfig({ file: opts.config, flags });
       const running = await startWitness(config, createLogger(config.logLevel));
-      process.stdout.write(
+      runUntilSignalled(
         [
           `nix-quorum witness on ${running.url}`,
           `  witness key:  ${running.vkey}`,
           ...config.witness.logs.map((l) => `  witnessing:   ${l.origin}`),
           'Ledgers add to their config:',
           `  "ledger": {"witnesses": [{"url": "${running.url}", "vkey": "${running.vkey}"}]}`,
-          '',
-        ].join('\n'),
+        ],
+        () => running.close(),
       );
-      const stop = () => {
-        running.close().then(() => process.exit(0), () => process.exit(1));
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
     }));
 }

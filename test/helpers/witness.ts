@@ -1,13 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { addBuilder } from '../../src/app/builders.js';
 import { createLogger } from '../../src/log.js';
-import type { PublicKey } from '../../src/nix/keys.js';
+import type { PublicKey, SecretKey } from '../../src/nix/keys.js';
 import { openService } from '../../src/service.js';
-import { testConfig } from './ledger.js';
-import { witnessArgs } from '../../bench/common.js';
-import { CLI, freePort } from './server.js';
+import { randomNarHash, randomStorePath, signedAttestation, testConfig } from './ledger.js';
+import { postAttestations, witnessArgs } from '../../bench/common.js';
+import { CLI, freePort, spawnUntilHealthy } from './server.js';
 
 export interface SpawnedWitness {
   url: string;
@@ -28,24 +28,17 @@ export async function spawnWitness(
   options: { name?: string; port?: number; wrap?: string[] } = {},
 ): Promise<SpawnedWitness> {
   const port = options.port ?? (await freePort());
-  const args = [CLI, ...witnessArgs(dataDir, port, logs, options.name)];
-  const [command, ...prefix] = options.wrap ? [...options.wrap, process.execPath] : [process.execPath];
-  const child = spawn(command!, [...prefix, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NIX_QUORUM_LOG_LEVEL: 'warn' } });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  child.stdout!.resume();
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 400; i++) {
-    if (child.exitCode !== null) throw new Error(`witness exited with ${child.exitCode}: ${stderr}`);
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return { url, port, vkey: readFileSync(join(dataDir, 'witness-key.vkey'), 'utf8').trim(), child, stderr: () => stderr };
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  child.kill('SIGKILL');
-  throw new Error(`witness did not start: ${stderr}`);
+  const [command, ...prefix] = [...(options.wrap ?? []), process.execPath];
+  const started = await spawnUntilHealthy(command!, [...prefix, CLI, ...witnessArgs(dataDir, port, logs, options.name)], port, 'witness');
+  return { ...started, port, vkey: readFileSync(join(dataDir, 'witness-key.vkey'), 'utf8').trim() };
+}
+
+/** POSTs `n` new attestations signed by `key` as one batch; the HTTP status. */
+export async function submitAttestations(url: string, key: SecretKey, n: number, name = 'pkg'): Promise<number> {
+  const batch = Array.from({ length: n }, () => signedAttestation(key, { outPath: randomStorePath(name), narHash: randomNarHash() }));
+  const res = await postAttestations(url, key, batch);
+  await res.arrayBuffer();
+  return res.status;
 }
 
 /** Polls `condition` until it holds (a deadline, not a timing assertion). */

@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs';
 import nacl from 'tweetnacl';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,10 +5,11 @@ import { generateSecretKey } from '../../src/nix/keys.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 // The browser's verifier, run here in Node against the served checkpoint.
 import { parseCosignerKey, verifyCosignatures } from '../../src/web/assets/ledger-verify.js';
+import { postAttestations } from '../../bench/common.js';
 import { describeChromium, launchChromium } from '../helpers/chromium.js';
 import { specCosign, specParseVkey, specVerifyCosignatures, specVkey } from '../helpers/cosignatureSpec.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
-import { tempDir } from '../helpers/nix.js';
+import { tempDirs } from '../helpers/nix.js';
 import { stopChild } from '../helpers/server.js';
 import { prepareLedger, spawnWitness, waitFor, type SpawnedWitness } from '../helpers/witness.js';
 
@@ -18,15 +18,11 @@ const subtle = globalThis.crypto.subtle;
 
 /** A ledger with two running witnesses and one path attested by two builders, its checkpoint cosigned by both. */
 function witnessedLedger() {
-  const dirs: string[] = [];
+  const dirs = tempDirs();
   const builders = [generateSecretKey('alice-1'), generateSecretKey('bob-1')];
   const outPath = randomStorePath('hello-2.12.1');
   const state = { server: undefined as unknown as RunningServer, witnesses: [] as SpawnedWitness[], outPath, size: 0 };
-  const dir = (name: string) => {
-    const d = tempDir(name);
-    dirs.push(d);
-    return d;
-  };
+  const dir = (name: string) => dirs.make(name);
   beforeAll(async () => {
     const ledgerDir = dir('web-witnessed');
     const vkey = prepareLedger(ledgerDir, ORIGIN, builders.map((b) => b.publicKey));
@@ -35,7 +31,7 @@ function witnessedLedger() {
     state.size = state.server.service.log.size() + builders.length;
     const narHash = randomNarHash();
     for (const b of builders) {
-      const res = await fetch(`${state.server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(signedAttestation(b, { outPath, narHash })) });
+      const res = await postAttestations(state.server.url, b, signedAttestation(b, { outPath, narHash }));
       expect(res.status).toBe(201);
     }
     await waitFor(async () => {
@@ -46,7 +42,7 @@ function witnessedLedger() {
   afterAll(async () => {
     await state.server?.close();
     for (const w of state.witnesses) await stopChild(w.child);
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    dirs.removeAll();
   });
   return state;
 }

@@ -1,18 +1,17 @@
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateSecretKey } from '../../src/nix/keys.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { specParseVkey, specVerifyCosignatures } from '../helpers/cosignatureSpec.js';
-import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
-import { tempDir } from '../helpers/nix.js';
+import { testConfig } from '../helpers/ledger.js';
+import { tempDirs } from '../helpers/nix.js';
 import { runCli, stopChild } from '../helpers/server.js';
-import { prepareLedger, spawnWitness, waitFor, type SpawnedWitness } from '../helpers/witness.js';
+import { prepareLedger, spawnWitness, submitAttestations, waitFor, type SpawnedWitness } from '../helpers/witness.js';
 
 const ORIGIN = 'quorum.test/log';
 
 describe('a ledger with two witnesses', () => {
-  const dirs: string[] = [];
+  const dirs = tempDirs();
   const builder = generateSecretKey('builder-1');
   let ledger: RunningServer;
   let logVkey: string;
@@ -25,16 +24,8 @@ describe('a ledger with two witnesses', () => {
   let first: number;
   let later: number;
 
-  const dir = (name: string) => {
-    const d = tempDir(name);
-    dirs.push(d);
-    return d;
-  };
-  const submit = async (n: number) => {
-    const batch = Array.from({ length: n }, () => signedAttestation(builder, { outPath: randomStorePath('w'), narHash: randomNarHash() }));
-    const res = await fetch(`${ledger.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch) });
-    return res.status;
-  };
+  const dir = (name: string) => dirs.make(name);
+  const submit = (n: number) => submitAttestations(ledger.url, builder, n);
   const served = async (query = '') => {
     const res = await fetch(`${ledger.url}/api/v1/log/checkpoint${query}`);
     return { status: res.status, text: await res.text() };
@@ -62,7 +53,7 @@ describe('a ledger with two witnesses', () => {
     await ledger.close();
     await stopChild(w1.child);
     await stopChild(w2.child);
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    dirs.removeAll();
   });
 
   it('serves each checkpoint with the log signature followed by both cosignatures', async () => {
@@ -104,7 +95,7 @@ describe('a ledger with two witnesses', () => {
   });
 
   it('verify --witness … --witness-threshold 2 accepts the cosigned checkpoint', async () => {
-    const state = join(dirs[0]!, 'verify-state.json');
+    const state = join(dir('verify'), 'state.json');
     const ran = await runCli(['verify', '--server', ledger.url, '--log-key', logVkey, '--witness', w1.vkey, '--witness', w2.vkey, '--witness-threshold', '2', '--state', state]);
     expect(ran.stderr).toBe('');
     expect(ran.code).toBe(0);

@@ -1,15 +1,15 @@
 import { createHash } from 'node:crypto';
-import { cpSync, rmSync } from 'node:fs';
+import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCheckpoint, parseNoteVerifierKey } from '../../src/ledger/checkpoint.js';
 import { generateSecretKey } from '../../src/nix/keys.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { specParseVkey, specVerifyCosignatures } from '../helpers/cosignatureSpec.js';
-import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
-import { tempDir } from '../helpers/nix.js';
+import { testConfig } from '../helpers/ledger.js';
+import { tempDirs } from '../helpers/nix.js';
 import { runCli, stopChild } from '../helpers/server.js';
-import { prepareLedger, spawnWitness, waitFor, type SpawnedWitness } from '../helpers/witness.js';
+import { prepareLedger, spawnWitness, submitAttestations, waitFor, type SpawnedWitness } from '../helpers/witness.js';
 
 const ORIGIN = 'quorum.test/split';
 
@@ -19,7 +19,7 @@ const ORIGIN = 'quorum.test/split';
  * the witnesses can tell, because each cosigns one history only.
  */
 describe('split view: two copies of a ledger under one log key', () => {
-  const dirs: string[] = [];
+  const dirs = tempDirs();
   const builder = generateSecretKey('builder-1');
   const witnesses: SpawnedWitness[] = [];
   let logVkey: string;
@@ -30,18 +30,10 @@ describe('split view: two copies of a ledger under one log key', () => {
   let aSize: number;
   let bSize: number;
 
-  const dir = (name: string) => {
-    const d = tempDir(name);
-    dirs.push(d);
-    return d;
-  };
+  const dir = (name: string) => dirs.make(name);
   const config = (dataDir: string) =>
     testConfig(dataDir, { ledger: { origin: ORIGIN, checkpointIntervalMs: 0, witnessRetryMaxMs: 300, witnesses: witnesses.map((w) => ({ url: w.url, vkey: w.vkey })) } });
-  const submit = async (server: RunningServer, n: number, name: string) => {
-    const batch = Array.from({ length: n }, () => signedAttestation(builder, { outPath: randomStorePath(name), narHash: randomNarHash() }));
-    const res = await fetch(`${server.url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch) });
-    expect(res.status).toBe(200);
-  };
+  const submit = async (server: RunningServer, n: number, name: string) => expect(await submitAttestations(server.url, builder, n, name)).toBe(200);
   const newest = async (server: RunningServer) => (await fetch(`${server.url}/api/v1/log/checkpoint`)).text();
   const cosigners = (note: string) => witnesses.filter((w) => specVerifyCosignatures(note, specParseVkey(w.vkey)).length === 1).length;
   const verify = (server: RunningServer, state: string) =>
@@ -72,7 +64,7 @@ describe('split view: two copies of a ledger under one log key', () => {
     await a.close();
     await b.close();
     for (const w of witnesses) await stopChild(w.child);
-    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    dirs.removeAll();
   });
 
   it('the witnesses cosign one history; the other is refused (409, then 422) and kept as evidence', async () => {
@@ -110,7 +102,7 @@ describe('split view: two copies of a ledger under one log key', () => {
   });
 
   it('verify --witness-threshold 2 of 3 fails on the unwitnessed fork, naming the witnesses that refused, and passes on the witnessed one', async () => {
-    const failed = await verify(b, join(dirs[0]!, 'state-b.json'));
+    const failed = await verify(b, join(dir('verify-b'), 'state.json'));
     expect(failed.code).toBe(1);
     expect(failed.stderr).toMatch(new RegExp(`the checkpoint of ${bSize} entries has 0 valid cosignatures of the 2 required; not cosigned by witness\\.test/w1, witness\\.test/w2, witness\\.test/w3`));
     for (const i of [1, 2, 3]) {
@@ -118,7 +110,7 @@ describe('split view: two copies of a ledger under one log key', () => {
       expect(failed.stderr).toMatch(new RegExp(`witness\\.test/w${i}: it cosigned a checkpoint of ${aSize} entries \\(root \\S+\\), signed by the log key: FORK, this server's tree does not extend it`));
       expect(failed.stderr).toMatch(new RegExp(`witness\\.test/w${i}: it keeps 1 refused checkpoint\\(s\\) signed by the log key as evidence; the latest: 422`));
     }
-    const passed = await verify(a, join(dirs[0]!, 'state-a.json'));
+    const passed = await verify(a, join(dir('verify-a'), 'state.json'));
     expect(passed.stderr).toBe('');
     expect(passed.code).toBe(0);
     expect(passed.stdout).toMatch(/witnessed: cosigned by witness\.test\/w1 .*, witness\.test\/w2 .*, witness\.test\/w3 .*; 2 of 3 required/);
