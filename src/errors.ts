@@ -65,13 +65,13 @@ export const ERROR_STATUS = {
   'key-registered': 409,
   'key-revoked': 409,
   'too-many-statements': 409,
-  // 422: a checkpoint inconsistent with the one the witness cosigned before (c2sp.org/tlog-witness).
-  'inconsistent-checkpoint': 422,
   // 413: too big to take.
   'blob-too-large': 413,
   'too-large': 413,
   // 415, 429: how it was sent.
   'unsupported-encoding': 415,
+  // 422: a checkpoint inconsistent with the one the witness cosigned before (c2sp.org/tlog-witness).
+  'inconsistent-checkpoint': 422,
   'too-many-requests': 429,
   // 500: our fault, or a verification finding of a CLI (never sent by a server).
   'blob-list-unsorted': 500,
