@@ -48,11 +48,11 @@ export function generateNoteKey(name: string): NoteSignerKey {
 
 /** The C2SP recommended key id: SHA-256(name || 0x0A || 0x01 || public key)[:4], big-endian. */
 export function noteKeyId(name: string, rawPublicKey: Uint8Array): number {
-  return keyIdOf(name, ED25519, rawPublicKey);
+  return noteKeyIdOf(name, ED25519, rawPublicKey);
 }
 
 /** SHA-256(name || 0x0A || signature type || public key)[:4], big-endian (signed-note, tlog-cosignature). */
-export function keyIdOf(name: string, type: number, rawPublicKey: Uint8Array): number {
+export function noteKeyIdOf(name: string, type: number, rawPublicKey: Uint8Array): number {
   return sha256(Buffer.concat([Buffer.from(`${name}\n`), Buffer.from([type]), rawPublicKey])).readUInt32BE(0);
 }
 
@@ -86,7 +86,7 @@ export function parseNoteSignerKey(text: string, field = 'signerKey'): NoteSigne
 export function parseVerifierKeyText(text: string, type: number, kind: string, field: string): { name: string; keyId: number; raw: Buffer } {
   const [name, keyId, keyData] = splitKey(text.trim(), 'verifier key', field);
   const raw = ed25519Material(keyData, type, kind, 'verifier key', field);
-  const expected = keyIdOf(name, type, raw);
+  const expected = noteKeyIdOf(name, type, raw);
   if (expected !== keyId) throw badKey(`verifier key id ${hex8(keyId)} does not match its name and public key (expected ${hex8(expected)})`, field);
   return { name, keyId, raw };
 }
@@ -97,7 +97,7 @@ export function parseSignerKeyText(text: string, type: number, kind: string, fie
   if (!trimmed.startsWith(SIGNER_PREFIX)) throw badKey(`signer key must start with ${SIGNER_PREFIX}`, field);
   const [name, keyId, keyData] = splitKey(trimmed.slice(SIGNER_PREFIX.length), 'signer key', field);
   const secretKey = secretKeyFromSeed(name, ed25519Material(keyData, type, kind, 'signer key', field));
-  const expected = keyIdOf(name, type, secretKey.publicKey.raw);
+  const expected = noteKeyIdOf(name, type, secretKey.publicKey.raw);
   if (expected !== keyId) throw badKey(`signer key id ${hex8(keyId)} does not match its name and key (expected ${hex8(expected)})`, field);
   return { name, keyId, secretKey };
 }

@@ -4,7 +4,7 @@ import {
   formatKeyText,
   formatSignerKeyText,
   hex8,
-  keyIdOf,
+  noteKeyIdOf,
   openNote,
   parseSignerKeyText,
   parseVerifierKeyText,
@@ -134,7 +134,7 @@ export function checkDistinctWitnesses(witnesses: readonly CosignerVerifier[], f
 }
 
 function verifierOf(name: string, raw: Buffer): CosignerVerifier {
-  const keyId = keyIdOf(name, COSIGNATURE_V1, raw);
+  const keyId = noteKeyIdOf(name, COSIGNATURE_V1, raw);
   return { name, keyId, publicKey: publicKeyFromRaw(name, raw), text: formatKeyText(name, keyId, COSIGNATURE_V1, raw) };
 }
 
