@@ -79,6 +79,19 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   created_at INTEGER NOT NULL
 );
 
+-- Witness cosignatures of our checkpoints (c2sp.org/tlog-cosignature), one per tree size and witness
+-- (its vkey text), each already verified over that checkpoint's text. The served checkpoint is the
+-- note of its size followed by these lines (src/witness/cosignatures.ts).
+CREATE TABLE IF NOT EXISTS cosignatures (
+  tree_size  INTEGER NOT NULL REFERENCES checkpoints(tree_size),
+  witness    TEXT NOT NULL,
+  line       TEXT NOT NULL,            -- "— <name> base64(key id || timestamp || signature)\n"
+  timestamp  INTEGER NOT NULL,         -- the witness's POSIX seconds
+  created_at INTEGER NOT NULL,         -- unix ms, when we stored it
+  PRIMARY KEY (tree_size, witness)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cosignatures_witness ON cosignatures (witness, tree_size);
+
 -- Quorum policies, as the policy leaves state them (the latest leaf of a name; rebuilt from them at
 -- start); the member set is a separate table so revocation and membership are plain joins.
 CREATE TABLE IF NOT EXISTS policies (
@@ -209,3 +222,33 @@ END;
 CREATE TRIGGER IF NOT EXISTS web_advertised_nar_delete AFTER DELETE ON nars BEGIN
   UPDATE web_advertised SET paths = paths - (SELECT COUNT(*) FROM decisions d WHERE d.nar_hash = OLD.nar_hash AND d.status = 'quorum' AND d.policy = web_advertised.policy);
 END;
+
+-- -- Witness --------------------------------------------------------------------------------------
+-- The tables of `nix-quorum witness` (src/witness/state.ts), in its own database (DATA/witness.sqlite);
+-- a ledger's database has them empty, as the witness's has the ledger tables empty.
+
+-- Per log origin, the latest checkpoint this witness cosigned: it only ever moves forward (a larger
+-- tree proven consistent, or the same tree again), in the same transaction that checked it.
+CREATE TABLE IF NOT EXISTS witness_logs (
+  origin     TEXT PRIMARY KEY,
+  tree_size  INTEGER NOT NULL,
+  root_hash  BLOB NOT NULL,
+  note       TEXT NOT NULL,            -- the checkpoint with the log signature lines that verified
+  cosigned_at INTEGER NOT NULL         -- POSIX seconds: the timestamp of our cosignature
+) WITHOUT ROWID;
+
+-- Checkpoints the witness refused although the log had signed them, as evidence of a log showing
+-- two histories: the submitted note and proof, and the log-signed checkpoint the witness held then.
+CREATE TABLE IF NOT EXISTS witness_evidence (
+  id           INTEGER PRIMARY KEY,
+  origin       TEXT NOT NULL,
+  received_at  INTEGER NOT NULL,       -- unix ms
+  status       INTEGER NOT NULL,       -- the HTTP status answered (409 or 422)
+  reason       TEXT NOT NULL,
+  old_size     INTEGER NOT NULL,
+  proof        TEXT NOT NULL,          -- the base64 proof lines, joined by "\n"
+  note         TEXT NOT NULL,          -- the submitted checkpoint, as received
+  witness_size INTEGER,                -- the witness's latest then (NULL: none)
+  witness_note TEXT,
+  UNIQUE (origin, note, old_size, proof)
+);

@@ -102,6 +102,53 @@ export async function startQuorumServer(options: { dataDir: string; config?: obj
 }
 
 /**
+ * The ingest load: `clients` clients POST the signed JSON `bodies` (arrays of attestations) to the
+ * ledger at `url`, each the next as soon as its last is answered; `answered` hears each batch's
+ * per-item results and when they arrived. Any non-2xx fails the run.
+ */
+export async function postAttestationBatches(
+  url: string,
+  bodies: ReadonlyArray<{ body: Buffer<ArrayBuffer>; authorization: string }>,
+  clients: number,
+  answered: (results: Array<{ status: string; leafIndex: number }>, at: number) => void,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (next < bodies.length) {
+        const { body, authorization } = bodies[next++]!;
+        const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json', authorization }, body });
+        if (!res.ok) throw new Error(`server answered ${res.status}: ${await res.text()}`);
+        const at = Date.now();
+        answered(((await res.json()) as { results: Array<{ status: string; leafIndex: number }> }).results, at);
+      }
+    }),
+  );
+}
+
+/** `nix-quorum witness` arguments after the CLI path: one `--log ORIGIN=VKEY` per witnessed log. */
+export function witnessArgs(dataDir: string, port: number, logs: ReadonlyArray<{ origin: string; vkey: string }>, name?: string): string[] {
+  return ['witness', '--data', dataDir, '--listen', `127.0.0.1:${port}`, ...(name ? ['--name', name] : []), ...logs.flatMap((l) => ['--log', `${l.origin}=${l.vkey}`])];
+}
+
+/** `nix-quorum witness` over `dataDir` as a child process, with its vkey (DATA/witness-key.vkey). */
+export async function startWitnessServer(options: { dataDir: string; logs: ReadonlyArray<{ origin: string; vkey: string }>; name?: string; cpus?: string }): Promise<BenchServer & { vkey: string }> {
+  const port = await freePort();
+  const child = spawnPinned(options.cpus, process.execPath, [CLI_PATH, ...witnessArgs(options.dataDir, port, options.logs, options.name)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, NIX_QUORUM_LOG_LEVEL: 'error' },
+  });
+  const server = benchServer(child, port);
+  try {
+    await waitForHealth(server.url);
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
+  return { ...server, vkey: readFileSync(join(options.dataDir, 'witness-key.vkey'), 'utf8').trim() };
+}
+
+/**
  * Debian's nginx as the static peer (benchmarks and tests): one process (one worker), foreground,
  * on 127.0.0.1, serving `root`, with the settings of a tuned static cache (sendfile, access log
  * off, keep-alive without a request cap, as Node's server has none). `serverConfig` is pasted into

@@ -21,7 +21,7 @@ import { createLogger } from '../src/log.js';
 import { generateSecretKey, signRaw, verifyRaw } from '../src/nix/keys.js';
 import { loadConfig } from '../src/config.js';
 import { openService } from '../src/service.js';
-import { CLI_PATH, cpuSeconds, freePort, randomNarHash, randomStorePath, waitForHealth } from './common.js';
+import { CLI_PATH, cpuSeconds, freePort, postAttestationBatches, randomNarHash, randomStorePath, waitForHealth } from './common.js';
 import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
@@ -93,20 +93,9 @@ const serverPid = haveStrace ? Number(spawnSync('pgrep', ['-P', String(child.pid
 const serverCpuBefore = cpuSeconds(serverPid);
 const clientCpuBefore = process.cpuUsage();
 
-let next = 0;
 let acknowledged = 0;
 t = process.hrtime.bigint();
-await Promise.all(
-  Array.from({ length: clients }, async () => {
-    while (next < bodies.length) {
-      const { body, authorization } = bodies[next++]!;
-      const res = await fetch(`${url}/api/v1/attestations`, { method: 'POST', headers: { 'content-type': 'application/json', authorization }, body });
-      if (!res.ok) throw new Error(`server answered ${res.status}: ${await res.text()}`);
-      const { results } = (await res.json()) as { results: Array<{ status: string }> };
-      acknowledged += results.filter((r) => r.status === 'accepted').length;
-    }
-  }),
-);
+await postAttestationBatches(url, bodies, clients, (results) => (acknowledged += results.filter((r) => r.status === 'accepted').length));
 const ingestSeconds = Number(process.hrtime.bigint() - t) / 1e9;
 const serverCpu = cpuSeconds(serverPid) - serverCpuBefore;
 const clientCpuUsage = process.cpuUsage(clientCpuBefore);

@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { blobStoreConfig } from './blobstore/config.js';
 import { configFile, envInput, type Json } from './configEnv.js';
 import { QuorumError } from './errors.js';
+import { parseNoteVerifierKey } from './ledger/checkpoint.js';
+import { parseCosignerVerifier } from './witness/cosignature.js';
 
 const hostPort = z
   .string()
@@ -13,6 +15,18 @@ const hostPort = z
     return { host: s.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(s.slice(i + 1)) };
   })
   .refine((a) => a.port <= 65535, 'listen port must be at most 65535');
+
+/** A text that `parse` accepts; its error is the zod issue. */
+const parsedBy = (parse: (text: string) => unknown) =>
+  z.string().superRefine((text, ctx) => {
+    try {
+      parse(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    }
+  });
+const witnessVkey = parsedBy((t) => parseCosignerVerifier(t, 'vkey'));
+const logVkey = parsedBy((t) => parseNoteVerifierKey(t, 'vkey'));
 
 const cronExpr = z.string().min(1, 'cron expressions need five or six fields, e.g. "*/5 * * * *"');
 
@@ -40,9 +54,13 @@ export const configSchema = z
         maxRequestBytes: z.number().int().min(64 * 1024).max(1024 ** 3).default(8 * 1024 ** 2),
         // Distinct statements one key may log about one output path; past it, 'too-many-statements'.
         maxStatementsPerPath: z.number().int().min(1).max(1000).default(8),
+        // Witnesses that cosign each checkpoint (c2sp.org/tlog-witness); see src/witness/submitter.ts.
+        witnesses: z.array(z.object({ url: z.url('ledger.witnesses[].url must be the URL of a witness (its add-checkpoint prefix)'), vkey: witnessVkey }).strict()).default([]),
+        witnessTimeoutMs: z.number().int().min(100).default(5000),
+        witnessRetryMaxMs: z.number().int().min(100).default(30_000),
       })
       .strict()
-      .default({ checkpointIntervalMs: 1000, checkpointCron: '*/5 * * * *', maxAttestationsPerRequest: 1000, maxRequestBytes: 8 * 1024 ** 2, maxStatementsPerPath: 8 }),
+      .default({ checkpointIntervalMs: 1000, checkpointCron: '*/5 * * * *', maxAttestationsPerRequest: 1000, maxRequestBytes: 8 * 1024 ** 2, maxStatementsPerPath: 8, witnesses: [], witnessTimeoutMs: 5000, witnessRetryMaxMs: 30_000 }),
     http: z
       .object({
         // Requests without an Authorization header one client address may have in flight on the API and pages (not the substituter).
@@ -67,6 +85,22 @@ export const configSchema = z
       })
       .strict()
       .default({ cron: '17 3 * * *', retentionDays: 30 }),
+    witness: z
+      .object({
+        name: z.string().regex(/^[^\s+]+$/, 'witness.name must be one token without spaces or "+", e.g. witness.example.org/w1').optional(),
+        logs: z
+          .array(
+            z
+              .object({
+                origin: z.string().regex(/^[^\p{Cc}]+$/u, 'witness.logs[].origin must be a non-empty single line, the first line of the log\'s checkpoints'),
+                vkey: logVkey,
+              })
+              .strict(),
+          )
+          .default([]),
+      })
+      .strict()
+      .default({ logs: [] }),
     builder: z
       .object({
         server: z.url('builder.server must be the URL of a nix-quorum server').optional(),

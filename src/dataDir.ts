@@ -17,6 +17,9 @@ export function dataPaths(dataDir: string) {
     lock: join(dataDir, 'serve.lock'),
     /** Where a running server says how to reach it, for admin commands given --data. */
     server: join(dataDir, 'server.json'),
+    witnessDb: join(dataDir, 'witness.sqlite'),
+    witnessSecretKey: join(dataDir, 'witness-key.secret'),
+    witnessVerifierKey: join(dataDir, 'witness-key.vkey'),
   };
 }
 

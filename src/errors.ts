@@ -37,6 +37,8 @@ export const ERROR_STATUS = {
   'bad-state': 400,
   'bad-store-path': 400,
   'bad-value': 400,
+  'bad-add-checkpoint': 400,
+  'bad-witness-threshold': 400,
   'blob-size-mismatch': 400,
   'exists': 400,
   'no-key': 400,
@@ -47,10 +49,17 @@ export const ERROR_STATUS = {
   'forbidden': 403,
   'unknown-builder': 403,
   'revoked-builder': 403,
+  // A checkpoint without a valid signature of the log key the witness trusts (c2sp.org/tlog-witness).
+  'unsigned-checkpoint': 403,
   // 404: nothing by that name.
   'not-found': 404,
   'no-such-builder': 404,
   'unknown-policy': 404,
+  'unknown-origin': 404,
+  // No checkpoint has the cosignatures asked for (verify's finding, and GET /api/v1/log/checkpoint?cosigned=M).
+  'not-witnessed': 404,
+  // 405: a route that takes another method.
+  'method-not-allowed': 405,
   // 409: the change contradicts what the log already says.
   'builder-exists': 409,
   'key-registered': 409,
@@ -61,6 +70,8 @@ export const ERROR_STATUS = {
   'too-large': 413,
   // 415, 429: how it was sent.
   'unsupported-encoding': 415,
+  // 422: a checkpoint inconsistent with the one the witness cosigned before (c2sp.org/tlog-witness).
+  'inconsistent-checkpoint': 422,
   'too-many-requests': 429,
   // 500: our fault, or a verification finding of a CLI (never sent by a server).
   'blob-list-unsorted': 500,

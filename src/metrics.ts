@@ -16,6 +16,8 @@ export function createMetrics() {
     commits: new Counter({ name: 'nixquorum_ingest_commits_total', help: 'group commits (one fsync each)', registers: [registry] }),
     uploads: new Counter({ name: 'nixquorum_nar_uploads_total', help: 'NAR uploads by result', labelNames: ['result'], registers: [registry] }),
     treeSize: new Gauge({ name: 'nixquorum_log_tree_size', help: 'leaves in the log', registers: [registry] }),
+    witnessSubmissions: new Counter({ name: 'nixquorum_witness_submissions_total', help: 'checkpoint submissions to witnesses, by witness name and result (cosigned, refused, failed)', labelNames: ['witness', 'result'], registers: [registry] }),
+    witnessCosignedSize: new Gauge({ name: 'nixquorum_witness_cosigned_size', help: 'largest tree size each witness cosigned', labelNames: ['witness'], registers: [registry] }),
     decisions: new Counter({ name: 'nixquorum_decisions_total', help: 'quorum decisions (re)computed, by policy and resulting status', labelNames: ['policy', 'status'], registers: [registry] }),
   };
 }

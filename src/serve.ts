@@ -16,6 +16,8 @@ import { builderGate } from './api/builderGate.js';
 import { upstreamResolver } from './substituter/upstream.js';
 import { UpstreamCaches } from './blobstore/upstream.js';
 import { webRoutes } from './web/routes.js';
+import { witnessRoutes } from './witness/routes.js';
+import { startWitnessing } from './witness/witnessing.js';
 
 export interface RunningServer {
   service: Service;
@@ -33,6 +35,7 @@ export async function startServer(config: Config, logger = createLogger(config.l
   service.decisions.onDecided((policy, status) => metrics.decisions.inc({ policy, status }));
   const blobs = await createBlobStore(config.blobStore, config.dataDir);
   const catalog = new NarCatalog(service.db);
+  const witnessing = startWitnessing(service, metrics);
   const substituter = substituterHandler({
     db: service.db,
     decisions: service.decisions,
@@ -46,7 +49,7 @@ export async function startServer(config: Config, logger = createLogger(config.l
     ...(config.upstreams.length > 0 ? { upstream: upstreamResolver(new UpstreamCaches(config.upstreams), catalog) } : {}),
   });
   const server = createHttpServer(service, metrics, {
-    api: [narRoutes({ blobs, catalog, registry: service.registry, compression: config.compression, metrics })],
+    api: [narRoutes({ blobs, catalog, registry: service.registry, compression: config.compression, metrics }), witnessRoutes(witnessing)],
     pages: [webRoutes(service)],
     fast: [builderGate(service.registry), substituter.handle],
   });
@@ -88,6 +91,7 @@ export async function startServer(config: Config, logger = createLogger(config.l
       await closed;
       // Cache Sigs still being made for the last commits: store them rather than leave them to be made on read.
       await service.decisions.signaturesStored();
+      await witnessing.stop();
       removeQuietly(dataPaths(config.dataDir).server);
       service.close();
     },

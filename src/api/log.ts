@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { QuorumError } from '../errors.js';
 import { leavesByIndex } from '../ledger/queries.js';
 import type { Service } from '../service.js';
+import { CosignatureStore, servedCheckpoint } from '../witness/cosignatures.js';
 import { query, queryOf, treeIndex } from './query.js';
 
 const MAX_ENTRIES_PER_CALL = 1000;
@@ -16,9 +17,8 @@ const CONSISTENCY = queryOf({ first: treeIndex('first'), second: treeIndex('seco
 export function logRoutes(service: Service): Router {
   const { db, log, checkpoints } = service;
   const router = Router();
-  router.get('/log/checkpoint', (_req, res) => {
-    res.type('text/plain; charset=utf-8').send(checkpoints.latest()?.note ?? checkpoints.publish().note);
-  });
+  const cosignatures = new CosignatureStore(db);
+  router.get('/log/checkpoint', (req, res) => res.type('text/plain; charset=utf-8').send(servedCheckpoint(cosignatures, checkpoints, req.query.cosigned)));
   router.get('/log/key', (_req, res) => res.type('text/plain; charset=utf-8').send(`${service.noteVerifierText}\n`));
   router.get('/log/entries', (req, res) => {
     const { start, end } = query(req, ENTRIES);

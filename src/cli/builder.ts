@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { QuorumError } from '../errors.js';
 import type { BuilderFlags } from '../builder/settings.js';
 import { progressBar } from './progress.js';
-import { action } from './run.js';
+import { action, runUntilSignalled } from './run.js';
 
 /*
  * Builder-side commands. Each action imports its implementation on demand: the post-build-hook runs
@@ -98,11 +98,7 @@ export function registerBuilder(program: Command): void {
       logger: createLogger(config.logLevel),
       cron: config.builder.agentCron,
     });
-    const stop = () => {
-      agent.stop().then(() => process.exit(0), () => process.exit(1));
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    runUntilSignalled([], () => agent.stop());
   }));
 
   withFlags(

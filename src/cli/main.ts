@@ -23,6 +23,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   verify: async () => (await import('./verify.js')).registerVerify,
   nar: async () => (await import('./nar.js')).registerNar,
   gc: async () => (await import('./gc.js')).registerGc,
+  witness: async () => (await import('./witness.js')).registerWitness,
 };
 
 async function runCommander(): Promise<void> {

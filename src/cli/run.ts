@@ -17,3 +17,13 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
     }
   };
 }
+
+/** A long-running command: prints what its user needs to know, then runs until SIGINT or SIGTERM stops it cleanly. */
+export function runUntilSignalled(lines: string[], stop: () => Promise<void>): void {
+  if (lines.length > 0) process.stdout.write(`${lines.join('\n')}\n`);
+  const exit = () => {
+    stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGINT', exit);
+  process.once('SIGTERM', exit);
+}

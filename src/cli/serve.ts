@@ -3,7 +3,7 @@ import { startServer } from '../serve.js';
 import { loadConfig } from '../config.js';
 import { dataPaths } from '../dataDir.js';
 import { formatPublicKey } from '../nix/keys.js';
-import { action } from './run.js';
+import { action, runUntilSignalled } from './run.js';
 
 export function registerServe(program: Command): void {
   program
@@ -19,7 +19,7 @@ export function registerServe(program: Command): void {
       const config = loadConfig({ file: opts.config, flags });
       const running = await startServer(config);
       const { url, service } = running;
-      process.stdout.write(
+      runUntilSignalled(
         [
           `nix-quorum serving on ${url}`,
           `  admin token:  ${dataPaths(config.dataDir).adminToken}`,
@@ -27,13 +27,8 @@ export function registerServe(program: Command): void {
           'Clients add to nix.conf:',
           `  extra-substituters = ${url}`,
           `  extra-trusted-public-keys = ${formatPublicKey(service.cacheKey.publicKey)}`,
-          '',
-        ].join('\n'),
+        ],
+        () => running.close(),
       );
-      const stop = () => {
-        running.close().then(() => process.exit(0), () => process.exit(1));
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
     }));
 }

@@ -99,6 +99,34 @@ const registryInLog: Migration = {
   },
 };
 
-export const MIGRATIONS: readonly Migration[] = [registryInLog];
+/**
+ * 2. Witnessing (c2sp.org/tlog-witness): the ledger's store of witness cosignatures, and the tables
+ * of `nix-quorum witness` (empty in a ledger, as in schema.sql). Nothing to carry over.
+ */
+const witnessTables: Migration = {
+  version: 2,
+  date: '2026-12-02',
+  name: 'witness cosignatures',
+  up(db) {
+    db.exec(`
+      CREATE TABLE cosignatures (
+        tree_size  INTEGER NOT NULL REFERENCES checkpoints(tree_size),
+        witness    TEXT NOT NULL,
+        line       TEXT NOT NULL,
+        timestamp  INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tree_size, witness)
+      ) WITHOUT ROWID;
+      CREATE INDEX cosignatures_witness ON cosignatures (witness, tree_size);
+      CREATE TABLE witness_logs (origin TEXT PRIMARY KEY, tree_size INTEGER NOT NULL, root_hash BLOB NOT NULL, note TEXT NOT NULL, cosigned_at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE witness_evidence (
+        id INTEGER PRIMARY KEY, origin TEXT NOT NULL, received_at INTEGER NOT NULL, status INTEGER NOT NULL, reason TEXT NOT NULL, old_size INTEGER NOT NULL,
+        proof TEXT NOT NULL, note TEXT NOT NULL, witness_size INTEGER, witness_note TEXT, UNIQUE (origin, note, old_size, proof)
+      );`);
+    return 'added the tables cosignatures, witness_logs and witness_evidence';
+  },
+};
+
+export const MIGRATIONS: readonly Migration[] = [registryInLog, witnessTables];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

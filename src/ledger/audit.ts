@@ -8,6 +8,9 @@ import { decodeLeaf } from './leaf.js';
 import { LogState } from './logState.js';
 import { leafHash, verifyConsistency, verifyInclusion } from './merkle.js';
 import { contentKey, statementText, type Attestation } from './statement.js';
+import type { Cosignature } from '../witness/cosignature.js';
+import { witnessedCheckpoint } from '../witness/refusals.js';
+import type { WitnessPolicy } from '../witness/verifyCosigned.js';
 
 /** What an auditor remembers between runs: the log's key and the last checkpoint it verified. */
 export interface AuditState {
@@ -21,6 +24,8 @@ export interface AuditReport {
   checkpoint: Checkpoint;
   verifiedEntries: number;
   previous: AuditState | undefined;
+  /** With a witness policy: the cosignatures that met it. */
+  cosignatures?: Cosignature[];
   /** Keys that signed two contents for one output (evidence kept in the log; not tampering). */
   equivocations: Array<{ builder: string; outPath: string; leaves: number[] }>;
   /** What the server shows or serves that does not follow from the log, each naming the leaf, path or policy. */
@@ -66,7 +71,7 @@ interface Held {
  */
 export async function auditLog(
   server: string,
-  options: { verifierKey?: string; previous?: AuditState; onProgress?: (done: number, total: number) => void } = {},
+  options: { verifierKey?: string; previous?: AuditState; witnesses?: WitnessPolicy; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<AuditReport> {
   const base = server.endsWith('/') ? server : `${server}/`;
   const get: Get = (path) => httpJson(new URL(path, base).href);
@@ -81,7 +86,9 @@ export async function auditLog(
   if (previous && previous.verifierKey !== keyText) {
     throw new QuorumError('key-changed', `the log key differs from the one seen before (${previous.verifierKey}): refusing to trust a new key silently`);
   }
-  const checkpoint = parseCheckpoint(String(await get('api/v1/log/checkpoint')), verifier, previous?.origin);
+  // With witnesses: a checkpoint they cosigned, so this is the history everyone else is shown too.
+  const witnessed = options.witnesses && (await witnessedCheckpoint(get, verifier, options.witnesses));
+  const checkpoint = parseCheckpoint(witnessed?.note ?? String(await get('api/v1/log/checkpoint')), verifier, previous?.origin);
 
   const state = new LogState();
   const frontier = new TreeFrontier();
@@ -204,6 +211,7 @@ export async function auditLog(
     checkpoint,
     verifiedEntries: checkpoint.size,
     previous,
+    ...(witnessed ? { cosignatures: witnessed.cosignatures } : {}),
     equivocations,
     problems: listed,
     notes,

@@ -43,37 +43,68 @@ const MAX_SIGNATURES = 100;
 /** A new signer key; its public half is `.verifier`. Store it with formatNoteSignerKey. */
 export function generateNoteKey(name: string): NoteSignerKey {
   checkKeyName(name, 'name');
-  return signerFromSeed(name, generateSeed());
+  return signerFromSecret(secretKeyFromSeed(name, generateSeed()));
 }
 
 /** The C2SP recommended key id: SHA-256(name || 0x0A || 0x01 || public key)[:4], big-endian. */
 export function noteKeyId(name: string, rawPublicKey: Uint8Array): number {
-  return sha256(Buffer.concat([Buffer.from(`${name}\n`), Buffer.from([ED25519]), rawPublicKey])).readUInt32BE(0);
+  return noteKeyIdOf(name, ED25519, rawPublicKey);
+}
+
+/** SHA-256(name || 0x0A || signature type || public key)[:4], big-endian (signed-note, tlog-cosignature). */
+export function noteKeyIdOf(name: string, type: number, rawPublicKey: Uint8Array): number {
+  return sha256(Buffer.concat([Buffer.from(`${name}\n`), Buffer.from([type]), rawPublicKey])).readUInt32BE(0);
+}
+
+/** `name+hex8(keyid)+base64(type || material)`: a vkey, or after PRIVATE+KEY+ a signer key. */
+export function formatKeyText(name: string, keyId: number, type: number, material: Uint8Array): string {
+  return `${name}+${hex8(keyId)}+${Buffer.concat([Buffer.from([type]), material]).toString('base64')}`;
 }
 
 export function formatNoteVerifierKey(key: NoteVerifierKey): string {
-  return `${key.name}+${hex8(key.keyId)}+${Buffer.concat([Buffer.from([ED25519]), key.publicKey.raw]).toString('base64')}`;
+  return formatKeyText(key.name, key.keyId, ED25519, key.publicKey.raw);
 }
 
 export function formatNoteSignerKey(key: NoteSignerKey): string {
-  return `${SIGNER_PREFIX}${key.name}+${hex8(key.keyId)}+${Buffer.concat([Buffer.from([ED25519]), key.secretKey.seed]).toString('base64')}`;
+  return formatSignerKeyText(key.name, key.keyId, ED25519, key.secretKey.seed);
 }
 
 export function parseNoteVerifierKey(text: string, field = 'verifierKey'): NoteVerifierKey {
-  const [name, keyId, keyData] = splitKey(text.trim(), 'verifier key', field);
-  const raw = ed25519Material(keyData, 'verifier key', field);
-  const key = verifierFromRaw(name, raw);
-  if (key.keyId !== keyId) throw badKey(`verifier key id ${hex8(keyId)} does not match its name and public key (expected ${hex8(key.keyId)})`, field);
-  return key;
+  const { name, raw } = parseVerifierKeyText(text, ED25519, 'Ed25519 (1)', field);
+  return verifierFromRaw(name, raw);
 }
 
 export function parseNoteSignerKey(text: string, field = 'signerKey'): NoteSignerKey {
+  const { name, secretKey } = parseSignerKeyText(text, ED25519, 'Ed25519 (1)', field);
+  return signerFromSecret(secretKey);
+}
+
+/**
+ * Parses an Ed25519 vkey of signature type `type` (`kind` names it in errors): the id must be
+ * SHA-256(name || "\n" || type || key)[:4].
+ */
+export function parseVerifierKeyText(text: string, type: number, kind: string, field: string): { name: string; keyId: number; raw: Buffer } {
+  const [name, keyId, keyData] = splitKey(text.trim(), 'verifier key', field);
+  const raw = ed25519Material(keyData, type, kind, 'verifier key', field);
+  const expected = noteKeyIdOf(name, type, raw);
+  if (expected !== keyId) throw badKey(`verifier key id ${hex8(keyId)} does not match its name and public key (expected ${hex8(expected)})`, field);
+  return { name, keyId, raw };
+}
+
+/** Parses `PRIVATE+KEY+name+hex8(keyid)+base64(type || 32-byte seed)`; the id is that of the seed's public key. */
+export function parseSignerKeyText(text: string, type: number, kind: string, field: string): { name: string; keyId: number; secretKey: SecretKey } {
   const trimmed = text.trim();
   if (!trimmed.startsWith(SIGNER_PREFIX)) throw badKey(`signer key must start with ${SIGNER_PREFIX}`, field);
   const [name, keyId, keyData] = splitKey(trimmed.slice(SIGNER_PREFIX.length), 'signer key', field);
-  const key = signerFromSeed(name, ed25519Material(keyData, 'signer key', field));
-  if (key.keyId !== keyId) throw badKey(`signer key id ${hex8(keyId)} does not match its name and key (expected ${hex8(key.keyId)})`, field);
-  return key;
+  const secretKey = secretKeyFromSeed(name, ed25519Material(keyData, type, kind, 'signer key', field));
+  const expected = noteKeyIdOf(name, type, secretKey.publicKey.raw);
+  if (expected !== keyId) throw badKey(`signer key id ${hex8(keyId)} does not match its name and key (expected ${hex8(expected)})`, field);
+  return { name, keyId, secretKey };
+}
+
+/** `PRIVATE+KEY+` and the key text of a signer key (formatKeyText). */
+export function formatSignerKeyText(name: string, keyId: number, type: number, seed: Uint8Array): string {
+  return `${SIGNER_PREFIX}${formatKeyText(name, keyId, type, seed)}`;
 }
 
 /** Signs a note text (which must end in a newline) with one key. */
@@ -81,15 +112,28 @@ export function signNote(body: string, signer: NoteSignerKey): string {
   if (!body.endsWith('\n')) throw new QuorumError('bad-checkpoint', 'a note text must end in a newline', { field: 'body' });
   checkNoteText(body, 'body');
   const signature = signRaw(signer.secretKey, Buffer.from(body, 'utf8'));
-  return `${body}\n${SIGNATURE_PREFIX}${signer.name} ${Buffer.concat([uint32(signer.keyId), signature]).toString('base64')}\n`;
+  return `${body}\n${signatureLine(signer.name, signer.keyId, signature)}`;
+}
+
+/** One note signature line, `— <name> base64(4-byte key id || signature)\n`. */
+export function signatureLine(name: string, keyId: number, signature: Uint8Array): string {
+  return `${SIGNATURE_PREFIX}${name} ${Buffer.concat([uint32(keyId), signature]).toString('base64')}\n`;
+}
+
+/** A signature line of a note: the key name, the key id and the signature bytes after it. */
+export interface NoteSignature {
+  name: string;
+  keyId: number;
+  signature: Buffer;
+  /** The line as it was, with its newline. */
+  line: string;
 }
 
 /**
- * Opens a signed note, verifying it against one trusted key (C2SP signed-note). Signature lines
- * from other keys (another name or key id, e.g. witness cosignatures) are ignored; every line from
- * the trusted key must verify, and at least one must be present.
+ * Splits a signed note into its text and its signature lines (C2SP signed-note), checking the
+ * shape only: which lines to verify, and how, is the caller's (verifyNote, cosignatures).
  */
-export function verifyNote(text: string, verifier: NoteVerifierKey): { body: string } {
+export function openNote(text: string): { body: string; signatures: NoteSignature[] } {
   // 1. The note must be well-formed UTF-8 text without control characters other than newline.
   checkNoteText(text, 'note');
   // 2. The text ends at the LAST blank line; the note text may itself contain blank lines.
@@ -102,9 +146,7 @@ export function verifyNote(text: string, verifier: NoteVerifierKey): { body: str
   if (block === '' || !block.endsWith('\n')) bad('the signed note must end with one or more signature lines, each ending in a newline');
   const lines = block.slice(0, -1).split('\n');
   if (lines.length > MAX_SIGNATURES) bad(`the signed note has ${lines.length} signature lines, more than ${MAX_SIGNATURES}`);
-  const bodyBytes = Buffer.from(body, 'utf8');
-  let verified = 0;
-  for (const line of lines) {
+  const signatures = lines.map((line) => {
     // 5. Each line is "— <name> <base64(key id || signature)>", with an em dash (U+2014).
     if (!line.startsWith(SIGNATURE_PREFIX)) bad(`signature line ${JSON.stringify(line.slice(0, 40))} must start with an em dash (U+2014) and a space`);
     const rest = line.slice(SIGNATURE_PREFIX.length);
@@ -113,10 +155,26 @@ export function verifyNote(text: string, verifier: NoteVerifierKey): { body: str
     if (!isKeyName(name)) bad(`signature line ${JSON.stringify(line.slice(0, 40))} has no valid key name (non-empty, no spaces, no '+')`);
     const raw = space < 0 ? undefined : strictBase64(rest.slice(space + 1));
     if (!raw || raw.length < 5) bad(`signature line for ${name} must end in base64 of a 4-byte key id and a signature`);
+    return { name, keyId: raw.readUInt32BE(0), signature: raw.subarray(4), line: `${line}\n` };
+  });
+  return { body, signatures };
+}
+
+/**
+ * Opens a signed note, verifying it against one trusted key (C2SP signed-note). Signature lines
+ * from other keys (another name or key id, e.g. witness cosignatures) are ignored; every line from
+ * the trusted key must verify, and at least one must be present.
+ */
+export function verifyNote(text: string, verifier: NoteVerifierKey): { body: string } {
+  // 1-5. A well-formed note (see openNote).
+  const { body, signatures } = openNote(text);
+  const bodyBytes = Buffer.from(body, 'utf8');
+  let verified = 0;
+  for (const { name, keyId, signature } of signatures) {
     // 6. Only lines whose name AND key id both match the trusted key are its signatures.
-    if (name !== verifier.name || raw.readUInt32BE(0) !== verifier.keyId) continue;
+    if (name !== verifier.name || keyId !== verifier.keyId) continue;
     // 7. Each of them must verify (Ed25519 over the exact note text bytes).
-    if (!verifyRaw(verifier.publicKey, bodyBytes, raw.subarray(4))) bad(`the signature by ${name}+${hex8(verifier.keyId)} does not verify: the note was altered or signed by another key`);
+    if (!verifyRaw(verifier.publicKey, bodyBytes, signature)) bad(`the signature by ${name}+${hex8(verifier.keyId)} does not verify: the note was altered or signed by another key`);
     verified += 1;
   }
   // 8. At least one signature from the trusted key.
@@ -139,13 +197,19 @@ export function formatCheckpoint({ origin, size, rootHash }: Checkpoint): string
 export function parseCheckpoint(text: string, verifier: NoteVerifierKey, expectedOrigin?: string): Checkpoint {
   // 1-8. The signed note verifies against the trusted key (see verifyNote).
   const { body } = verifyNote(text, verifier);
+  const checkpoint = parseCheckpointBody(body);
+  // 10. The origin names the log we expect.
+  if (expectedOrigin !== undefined && checkpoint.origin !== expectedOrigin) bad(`checkpoint is for log ${JSON.stringify(checkpoint.origin)}, expected ${JSON.stringify(expectedOrigin)}`);
+  return checkpoint;
+}
+
+/** Parses a checkpoint's note text (verify its signature first, or after, as the caller needs). */
+export function parseCheckpointBody(body: string): Checkpoint {
   // 9. At least three lines (origin, size, root hash), then optional extension lines; none empty.
   const lines = body.slice(0, -1).split('\n');
   if (lines.length < 3) bad(`a checkpoint has at least 3 lines (origin, tree size, root hash), got ${lines.length}`);
   if (lines.some((line) => line === '')) bad('checkpoint lines must not be empty');
   const [origin, sizeText, rootText] = lines as [string, string, string];
-  // 10. The origin names the log we expect.
-  if (expectedOrigin !== undefined && origin !== expectedOrigin) bad(`checkpoint is for log ${JSON.stringify(origin)}, expected ${JSON.stringify(expectedOrigin)}`);
   // 11. Tree size: ASCII decimal without leading zeros, within 2^53-1.
   if (!/^(0|[1-9][0-9]*)$/.test(sizeText) || !Number.isSafeInteger(Number(sizeText))) bad(`checkpoint tree size ${JSON.stringify(sizeText)} must be a decimal number without leading zeros, at most 2^53-1`);
   // 12. Root hash: standard base64 of 32 bytes.
@@ -154,10 +218,9 @@ export function parseCheckpoint(text: string, verifier: NoteVerifierKey, expecte
   return { origin, size: Number(sizeText), rootHash };
 }
 
-function signerFromSeed(name: string, seed: Buffer): NoteSignerKey {
-  const secretKey = secretKeyFromSeed(name, seed);
-  const verifier = verifierFromRaw(name, secretKey.publicKey.raw);
-  return { name, keyId: verifier.keyId, secretKey, verifier };
+function signerFromSecret(secretKey: SecretKey): NoteSignerKey {
+  const verifier = verifierFromRaw(secretKey.name, secretKey.publicKey.raw);
+  return { name: secretKey.name, keyId: verifier.keyId, secretKey, verifier };
 }
 
 function verifierFromRaw(name: string, raw: Buffer): NoteVerifierKey {
@@ -176,21 +239,21 @@ function splitKey(text: string, what: string, field: string): [string, number, s
   return [name, Number.parseInt(idText, 16), keyData];
 }
 
-/** The 32 key bytes after the Ed25519 type byte 0x01. */
-function ed25519Material(keyData: string, what: string, field: string): Buffer {
+/** The 32 key bytes after the type byte (0x01 for note keys, 0x04 for cosigner keys). */
+function ed25519Material(keyData: string, type: number, kind: string, what: string, field: string): Buffer {
   const raw = strictBase64(keyData);
   if (!raw || raw.length === 0) throw badKey(`${what} must end in standard base64 key data`, field);
-  if (raw[0] !== ED25519) throw badKey(`${what} has signature type ${raw[0]}; only Ed25519 (1) is supported`, field);
+  if (raw[0] !== type) throw badKey(`${what} has signature type ${raw[0]}; only ${kind} is supported here`, field);
   if (raw.length !== 33) throw badKey(`${what} must hold the type byte and 32 key bytes, got ${raw.length} bytes`, field);
   return raw.subarray(1);
 }
 
 // Key names: non-empty, no Unicode spaces, no '+', and (as they go into note lines) no control characters.
-function isKeyName(name: string): boolean {
+export function isKeyName(name: string): boolean {
   return name !== '' && !/[\s\u0085+\p{Cc}\p{Cs}]/u.test(name);
 }
 
-function checkKeyName(name: string, field: string): void {
+export function checkKeyName(name: string, field: string): void {
   if (!isKeyName(name)) throw badKey(`key name ${JSON.stringify(name)} must be non-empty without spaces, '+' or control characters`, field);
 }
 
@@ -200,13 +263,13 @@ function checkNoteText(text: string, field: string): void {
 }
 
 /** Standard padded base64 in its one canonical spelling, or undefined. */
-function strictBase64(text: string): Buffer | undefined {
+export function strictBase64(text: string): Buffer | undefined {
   if (text.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) return undefined;
   const bytes = Buffer.from(text, 'base64');
   return bytes.toString('base64') === text ? bytes : undefined;
 }
 
-function hex8(id: number): string {
+export function hex8(id: number): string {
   return id.toString(16).padStart(8, '0');
 }
 

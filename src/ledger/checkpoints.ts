@@ -17,6 +17,7 @@ export interface StoredCheckpoint {
 export class CheckpointPublisher {
   private timer: NodeJS.Timeout | undefined;
   private lastSignedAt = 0;
+  private readonly published: Array<(checkpoint: StoredCheckpoint) => void> = [];
 
   constructor(
     private readonly db: Db,
@@ -49,7 +50,14 @@ export class CheckpointPublisher {
     const createdAt = Date.now();
     this.db.prepare('INSERT OR IGNORE INTO checkpoints (tree_size, root_hash, note, created_at) VALUES (?, ?, ?, ?)').run(size, rootHash, note, createdAt);
     this.logger.debug('checkpoint signed', { size });
-    return { size, rootHash, note, createdAt };
+    const checkpoint = { size, rootHash, note, createdAt };
+    for (const listener of this.published) listener(checkpoint);
+    return checkpoint;
+  }
+
+  /** Called with each newly signed checkpoint (e.g. to have witnesses cosign it). */
+  onPublished(listener: (checkpoint: StoredCheckpoint) => void): void {
+    this.published.push(listener);
   }
 
   latest(): StoredCheckpoint | undefined {

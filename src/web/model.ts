@@ -6,6 +6,8 @@ import { STORE_DIR, type HashPart } from '../nix/storePath.js';
 import type { Decision, DecisionStatus } from '../quorum/evaluate.js';
 import { DEFAULT_POLICY, policyJson } from '../quorum/policies.js';
 import type { Service } from '../service.js';
+import { CosignatureStore } from '../witness/cosignatures.js';
+import { parseCosignerVerifier } from '../witness/cosignature.js';
 import { PATH_CLASSES, type IndexedPath, type PathClass, type WebIndex } from './webIndex.js';
 
 /**
@@ -347,12 +349,29 @@ export interface LogData {
   origin: string;
   verifierKey: string;
   treeSize: number;
-  checkpoints: CheckpointJson[];
+  /** The witnesses this ledger submits to (ledger.witnesses) and the largest size each cosigned. */
+  witnesses: Array<{ name: string; vkey: string; url: string; cosignedSize: number | null }>;
+  /** Newest first, each with the witnesses' cosignature lines (appended to the note, the checkpoint as served). */
+  checkpoints: Array<CheckpointJson & { cosignatures: Array<{ witness: string; vkey: string; timestamp: number; line: string }> }>;
 }
 
 export function logData(ctx: WebContext, limit = 20): LogData {
   const { service } = ctx;
-  return { origin: service.origin, verifierKey: service.noteVerifierText.trim(), treeSize: service.log.size(), checkpoints: service.checkpoints.recent(limit).map(checkpointJson) };
+  const store = new CosignatureStore(service.db);
+  const recent = service.checkpoints.recent(limit);
+  const cosigned = store.ofSizes(recent.map((c) => c.size));
+  const names = new Map(service.config.ledger.witnesses.map((w) => [w.vkey, parseCosignerVerifier(w.vkey).name]));
+  const nameOf = (vkey: string) => names.get(vkey) ?? vkey.slice(0, vkey.indexOf('+'));
+  return {
+    origin: service.origin,
+    verifierKey: service.noteVerifierText.trim(),
+    treeSize: service.log.size(),
+    witnesses: service.config.ledger.witnesses.map((w) => ({ name: nameOf(w.vkey), vkey: w.vkey, url: w.url, cosignedSize: store.latestSize(w.vkey) ?? null })),
+    checkpoints: recent.map((c) => ({
+      ...checkpointJson(c),
+      cosignatures: (cosigned.get(c.size) ?? []).map((s) => ({ witness: nameOf(s.witness), vkey: s.witness, timestamp: s.timestamp, line: s.line })),
+    })),
+  };
 }
 
 /** A `before` cursor from the query string: a non-negative integer, or absent. */

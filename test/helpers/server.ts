@@ -6,25 +6,27 @@ export { CLI, freePort };
 
 /** Runs `nix-quorum serve` as a child process (so it can be SIGKILLed) and waits until it answers. */
 export async function spawnServer(dataDir: string, port: number, extraArgs: string[] = []): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, ...extraArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NIX_QUORUM_LOG_LEVEL: 'warn' },
-  });
+  return spawnUntilHealthy(process.execPath, [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, ...extraArgs], port, 'server');
+}
+
+/** Spawns a nix-quorum process that listens on `port` and waits until its /healthz answers. */
+export async function spawnUntilHealthy(command: string, args: string[], port: number, what: string): Promise<{ url: string; child: ChildProcess; stderr: () => string }> {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NIX_QUORUM_LOG_LEVEL: 'warn' } });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   child.stdout!.resume();
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}: ${stderr}`);
+  for (let i = 0; i < 400; i++) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}: ${stderr}`);
     try {
-      if ((await fetch(`${url}/healthz`)).ok) return { url, child };
+      if ((await fetch(`${url}/healthz`)).ok) return { url, child, stderr: () => stderr };
     } catch {
       // not listening yet
     }
     await new Promise((r) => setTimeout(r, 50));
   }
   child.kill('SIGKILL');
-  throw new Error(`server did not start: ${stderr}`);
+  throw new Error(`${what} did not start: ${stderr}`);
 }
 
 export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {

@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import { generateSecretKey } from '../../src/nix/keys.js';
 import { openService } from '../../src/service.js';
@@ -10,10 +10,7 @@ import { tempDir } from '../helpers/nix.js';
 import { CLI, freePort } from '../helpers/server.js';
 import { addBuilder } from '../../src/app/builders.js';
 import { postAttestations } from '../../bench/common.js';
-
-const haveStrace = spawnSync('strace', ['-V']).status === 0;
-// CI installs strace: there the test must run, never skip.
-const describeStrace: typeof describe = haveStrace || process.env.CI ? describe : (describe.skip as typeof describe);
+import { describeStrace } from '../helpers/strace.js';
 
 interface Call {
   name: string;

@@ -1,10 +1,10 @@
 // @ts-check
 /**
  * Ledger verification that runs in the reader's browser (and in Node for the tests): C2SP checkpoint
- * notes and Ed25519 statement signatures with tweetnacl, RFC 9162 Merkle proofs with WebCrypto
+ * notes, witness cosignatures and Ed25519 statement signatures with tweetnacl, RFC 9162 Merkle proofs with WebCrypto
  * SHA-256. Nothing here trusts the server: every input is a string or bytes it sent, every failure
  * throws a VerifyError that says what did not match. The same formats are implemented for the server
- * in src/ledger/{checkpoint,leaf,merkle,attestation}.ts; keep them in step.
+ * in src/ledger/{checkpoint,leaf,merkle,attestation}.ts and src/witness/cosignature.ts; keep them in step.
  *
  * Dependencies are passed in (`nacl`: tweetnacl; `subtle`: crypto.subtle) so the module has no
  * imports and runs unchanged from a <script type="module"> and from Node.
@@ -28,6 +28,7 @@ function fail(message) {
 const utf8 = new TextEncoder();
 const STATEMENT_PREFIX = 'nix-quorum-attestation-v1';
 const ED25519 = 1;
+const COSIGNATURE_V1 = 4;
 
 /** Canonical standard base64 to bytes, or a failure naming `what`. @param {string} text @param {string} what */
 export function base64Decode(text, what) {
@@ -87,18 +88,73 @@ function nodeHash(subtle, left, right) {
  * @param {SubtleCrypto} subtle @param {string} text
  * @returns {Promise<{name: string, keyId: number, publicKey: Uint8Array, text: string}>}
  */
-export async function parseVerifierKey(subtle, text) {
+export function parseVerifierKey(subtle, text) {
+  return parseKey(subtle, text, ED25519, 'the log key', 'an Ed25519 key (type byte 0x01 and 32 bytes)');
+}
+
+/**
+ * A witness's cosigner key (c2sp.org/tlog-cosignature, Ed25519 cosignature/v1):
+ * `name+hex8(keyid)+base64(0x04 || 32-byte key)`, key id SHA-256(name || "\n" || 0x04 || key)[0:4].
+ * @param {SubtleCrypto} subtle @param {string} text
+ */
+export function parseCosignerKey(subtle, text) {
+  return parseKey(subtle, text, COSIGNATURE_V1, `the witness key ${JSON.stringify(text.slice(0, 60))}`, 'a cosignature/v1 key (type byte 0x04 and 32 bytes)');
+}
+
+/**
+ * @param {SubtleCrypto} subtle @param {string} text @param {number} type @param {string} what @param {string} kind
+ * @returns {Promise<{name: string, keyId: number, publicKey: Uint8Array, text: string}>}
+ */
+async function parseKey(subtle, text, type, what, kind) {
   const trimmed = text.trim();
   const parts = trimmed.split('+');
-  if (parts.length < 3 || parts[0] === '' || !/^[0-9a-f]{8}$/.test(parts[1] ?? '')) fail('the log key is not name+<8 hex digits>+<base64>');
+  if (parts.length < 3 || parts[0] === '' || !/^[0-9a-f]{8}$/.test(parts[1] ?? '')) fail(`${what} is not name+<8 hex digits>+<base64>`);
   const name = /** @type {string} */ (parts[0]);
   const keyId = Number.parseInt(/** @type {string} */ (parts[1]), 16);
-  const material = base64Decode(parts.slice(2).join('+'), 'the log key');
-  if (material.length !== 33 || material[0] !== ED25519) fail('the log key is not an Ed25519 key (type byte 0x01 and 32 bytes)');
+  const material = base64Decode(parts.slice(2).join('+'), what);
+  if (material.length !== 33 || material[0] !== type) fail(`${what} is not ${kind}`);
   const publicKey = material.subarray(1);
   const id = await sha256(subtle, concat(utf8.encode(`${name}\n`), material));
-  if (uint32(id) !== keyId) fail(`the log key's id ${parts[1]} does not match its name and public key`);
+  if (uint32(id) !== keyId) fail(`${what}'s id ${parts[1]} does not match its name and public key`);
   return { name, keyId, publicKey, text: trimmed };
+}
+
+/** The note text and its signature lines. @param {string} note */
+function noteParts(note) {
+  const split = note.lastIndexOf('\n\n');
+  if (split < 0 || !note.endsWith('\n')) fail('the checkpoint is not a signed note (text, blank line, signature lines)');
+  const lines = note.slice(split + 2, -1).split('\n').map((line) => {
+    const m = /^\u2014 (\S+) (\S+)$/.exec(line);
+    if (!m) fail(`checkpoint signature line ${JSON.stringify(line.slice(0, 60))} is malformed`);
+    return { name: /** @type {string} */ (m[1]), raw: base64Decode(/** @type {string} */ (m[2]), `the checkpoint signature of ${m[1]}`) };
+  });
+  return { body: note.slice(0, split + 1), lines };
+}
+
+/**
+ * The witnesses among `keys` that cosigned the checkpoint note (cosignature/v1: 4-byte key id,
+ * 8-byte big-endian timestamp, Ed25519 signature over "cosignature/v1\ntime <t>\n" and the note
+ * text). A line of a listed witness that does not verify fails; lines of other keys are ignored.
+ * @param {any} nacl @param {string} note @param {Array<{name: string, keyId: number, publicKey: Uint8Array}>} keys
+ * @returns {Array<{name: string, timestamp: number}>}
+ */
+export function verifyCosignatures(nacl, note, keys) {
+  const { body, lines } = noteParts(note);
+  /** @type {Array<{name: string, timestamp: number}>} */
+  const found = [];
+  const seen = new Set();
+  for (const { name, raw } of lines) {
+    const key = keys.find((k) => k.name === name && raw.length >= 4 && uint32(raw) === k.keyId);
+    if (!key || seen.has(key)) continue;
+    seen.add(key);
+    if (raw.length !== 4 + 8 + 64) fail(`the cosignature by witness ${name} is not a key id, a timestamp and a signature`);
+    const time = new DataView(raw.buffer, raw.byteOffset + 4, 8).getBigUint64(0);
+    if (time === 0n || time > BigInt(Number.MAX_SAFE_INTEGER)) fail(`the cosignature by witness ${name} has an impossible timestamp`);
+    const timestamp = Number(time);
+    if (!nacl.sign.detached.verify(utf8.encode(`cosignature/v1\ntime ${timestamp}\n${body}`), raw.subarray(12), key.publicKey)) fail(`the cosignature by witness ${name} does not verify: the checkpoint or the cosignature was altered`);
+    found.push({ name, timestamp });
+  }
+  return found;
 }
 
 /**
@@ -108,15 +164,10 @@ export async function parseVerifierKey(subtle, text) {
  * @returns {{origin: string, size: number, root: Uint8Array}}
  */
 export function openCheckpoint(nacl, note, key) {
-  const split = note.lastIndexOf('\n\n');
-  if (split < 0 || !note.endsWith('\n')) fail('the checkpoint is not a signed note (text, blank line, signature lines)');
-  const body = note.slice(0, split + 1);
+  const { body, lines } = noteParts(note);
   let signed = false;
-  for (const line of note.slice(split + 2, -1).split('\n')) {
-    const m = /^\u2014 (\S+) (\S+)$/.exec(line);
-    if (!m) fail(`checkpoint signature line ${JSON.stringify(line.slice(0, 60))} is malformed`);
-    const raw = base64Decode(/** @type {string} */ (m[2]), `the checkpoint signature of ${m[1]}`);
-    if (m[1] !== key.name || raw.length < 4 || uint32(raw) !== key.keyId) continue;
+  for (const { name, raw } of lines) {
+    if (name !== key.name || raw.length < 4 || uint32(raw) !== key.keyId) continue;
     if (!nacl.sign.detached.verify(utf8.encode(body), raw.subarray(4), key.publicKey)) fail(`the checkpoint's signature by ${key.name} does not verify: the note was altered or signed by another key`);
     signed = true;
   }

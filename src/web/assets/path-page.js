@@ -4,9 +4,10 @@
  * inclusion proof and checks them against a checkpoint it verified itself, then marks the row
  * "verified in your browser" or says exactly what failed. The log key is pinned on first use and the
  * last verified checkpoint is kept (localStorage, per server), so a later visit also proves the log
- * only grew. tweetnacl (served as /assets/nacl-fast.min.js) provides `nacl`.
+ * only grew. The witnesses' cosignatures on that checkpoint are verified too and named. tweetnacl
+ * (served as /assets/nacl-fast.min.js) provides `nacl`.
  */
-import { VerifyError, base64Decode, base64Encode, checkLeaf, leafHash, openCheckpoint, parseNixPublicKey, parseVerifierKey, verifyConsistency, verifyInclusion } from './ledger-verify.js';
+import { VerifyError, base64Decode, base64Encode, checkLeaf, leafHash, openCheckpoint, parseCosignerKey, parseNixPublicKey, parseVerifierKey, verifyConsistency, verifyCosignatures, verifyInclusion } from './ledger-verify.js';
 
 const nacl = /** @type {any} */ (globalThis).nacl;
 const status = /** @type {HTMLElement} */ (document.getElementById('verify-status'));
@@ -14,6 +15,7 @@ const rows = /** @type {HTMLElement[]} */ ([...document.querySelectorAll('tr[dat
 const storageKey = (/** @type {string} */ what) => `nix-quorum:${location.host}:${what}`;
 /** How long to wait for a checkpoint that covers the newest entries (they are signed within seconds). */
 const CHECKPOINT_WAIT_MS = 15000;
+const COSIGNATURE_WAIT_MS = 3000;
 
 /** @param {string} path */
 async function get(path, as = 'json') {
@@ -62,11 +64,23 @@ async function logKey() {
 }
 
 /**
- * The latest checkpoint, verified, and proven to extend the last one this browser verified.
- * @param {{name: string, keyId: number, publicKey: Uint8Array}} key
+ * The witnesses the server names, with their keys. Like the builder keys these come from the server:
+ * compare them with the keys the witnesses publish.
  */
-async function checkpoint(key) {
-  const cp = openCheckpoint(nacl, await get('/api/v1/log/checkpoint', 'text'), key);
+async function witnessKeys() {
+  const { witnesses } = await get('/api/v1/log/witnesses');
+  return Promise.all(witnesses.map((/** @type {{vkey: string}} */ w) => parseCosignerKey(crypto.subtle, w.vkey)));
+}
+
+/**
+ * The latest checkpoint, verified, and proven to extend the last one this browser verified, with the
+ * witnesses that cosigned it.
+ * @param {{name: string, keyId: number, publicKey: Uint8Array}} key
+ * @param {Array<{name: string, keyId: number, publicKey: Uint8Array}>} witnesses
+ */
+async function checkpoint(key, witnesses) {
+  const note = await get('/api/v1/log/checkpoint', 'text');
+  const cp = { ...openCheckpoint(nacl, note, key), cosigned: verifyCosignatures(nacl, note, witnesses) };
   const seen = JSON.parse(localStorage.getItem(storageKey('checkpoint')) ?? 'null');
   if (seen) {
     const seenRoot = base64Decode(seen.root, 'the stored checkpoint root');
@@ -101,20 +115,30 @@ async function main() {
   say('busy', 'Checking the log in your browser…');
   let cp;
   let keys;
+  /** @type {Array<{name: string, keyId: number, publicKey: Uint8Array}>} */
+  let witnesses = [];
   try {
     if (!nacl) throw new VerifyError('tweetnacl did not load (/assets/nacl-fast.min.js)');
     if (!globalThis.crypto?.subtle) throw new VerifyError('WebCrypto is not available: browsers offer it only to pages served over HTTPS or from localhost');
     const key = await logKey();
-    cp = await checkpoint(key);
+    witnesses = await witnessKeys();
+    cp = await checkpoint(key, witnesses);
     const newest = Math.max(...rows.map((r) => Number(r.dataset.leaf)));
     for (const deadline = Date.now() + CHECKPOINT_WAIT_MS; cp.size <= newest && Date.now() < deadline; ) {
       say('busy', `Waiting for a signed checkpoint that covers entry ${newest} (the latest covers ${cp.size})…`);
       await new Promise((r) => setTimeout(r, 1000));
-      cp = await checkpoint(key);
+      cp = await checkpoint(key, witnesses);
+    }
+    // A new checkpoint is cosigned within moments: give the witnesses a little time.
+    for (const deadline = Date.now() + COSIGNATURE_WAIT_MS; cp.cosigned.length < witnesses.length && Date.now() < deadline; ) {
+      say('busy', `Checkpoint of ${cp.size} entries: waiting for the witnesses' cosignatures (${cp.cosigned.length} of ${witnesses.length})…`);
+      await new Promise((r) => setTimeout(r, 500));
+      const next = await checkpoint(key, witnesses);
+      if (next.size > newest) cp = next;
     }
     const { builders } = await get('/api/v1/builders');
     keys = new Map(builders.map((/** @type {{publicKey: string}} */ b) => parseNixPublicKey(b.publicKey)).map((/** @type {{name: string, key: Uint8Array}} */ k) => [k.name, k.key]));
-    say('busy', `Checkpoint of ${cp.size} entries verified with the log key ${key.name}; checking each attestation…`);
+    say('busy', `Checkpoint of ${cp.size} entries verified with the log key ${key.name}${cosignedText(cp.cosigned, witnesses)}; checking each attestation…`);
   } catch (e) {
     const message = e instanceof VerifyError ? e.message : `unexpected error: ${e}`;
     say('fail', `Verification failed: ${message}`);
@@ -139,8 +163,18 @@ async function main() {
     failed ? 'fail' : 'ok',
     failed
       ? `${failed} of ${rows.length} attestations could not be verified in your browser; see each row.`
-      : `All ${rows.length} attestations verified in your browser against the signed checkpoint of ${cp.size} entries.`,
+      : `All ${rows.length} attestations verified in your browser against the signed checkpoint of ${cp.size} entries${cosignedText(cp.cosigned, witnesses)}.`,
   );
+}
+
+/**
+ * "; cosigned by w1, w2 (2 of 3 witnesses)", or that no witness did.
+ * @param {Array<{name: string, timestamp: number}>} cosigned @param {Array<unknown>} witnesses
+ */
+function cosignedText(cosigned, witnesses) {
+  if (witnesses.length === 0) return ' (this server names no witnesses)';
+  const names = cosigned.map((c) => `${c.name} at ${new Date(c.timestamp * 1000).toISOString()}`);
+  return cosigned.length === 0 ? `; cosigned by none of its ${witnesses.length} witnesses yet` : `; cosigned by ${names.join(', ')} (${cosigned.length} of ${witnesses.length} witnesses, cosignatures verified)`;
 }
 
 main();
