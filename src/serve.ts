@@ -10,7 +10,12 @@ import type { BlobStore } from './blobstore/blobStore.js';
 import { createBlobStore } from './blobstore/config.js';
 import { NarCatalog } from './nars/catalog.js';
 import { collectGarbage } from './nars/gc.js';
+import { NarListings } from './nars/listings.js';
 import { narRoutes } from './nars/routes.js';
+import { BuildLogs } from './logs/buildLogs.js';
+import { logRoutes } from './logs/routes.js';
+import { listingRoutes } from './substituter/listingRoutes.js';
+import { readOnlyCacheRoutes } from './substituter/readOnly.js';
 import { substituterHandler } from './substituter/handler.js';
 import { upstreamResolver } from './substituter/upstream.js';
 import { UpstreamCaches } from './blobstore/upstream.js';
@@ -44,9 +49,11 @@ export async function startServer(config: Config, logger = createLogger(config.l
     logger,
     ...(config.upstreams.length > 0 ? { upstream: upstreamResolver(new UpstreamCaches(config.upstreams), catalog) } : {}),
   });
+  const listings = new NarListings(service.db);
+  const logs = logRoutes({ blobs, logs: new BuildLogs(service.db), registry: service.registry, decisions: service.decisions, metrics, logger });
   const server = createHttpServer(service, metrics, {
-    api: [narRoutes({ blobs, catalog, registry: service.registry, compression: config.compression, metrics })],
-    pages: [webRoutes(service)],
+    api: [narRoutes({ blobs, catalog, listings, registry: service.registry, compression: config.compression, metrics, logger }), logs.api],
+    pages: [readOnlyCacheRoutes(), listingRoutes({ db: service.db, listings }), logs.pages, webRoutes(service)],
     fast: [substituter.handle],
   });
   const republish = cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());

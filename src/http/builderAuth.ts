@@ -11,14 +11,16 @@ import { signRaw, verifyRaw, type PublicKey, type SecretKey } from '../nix/keys.
  *   Authorization: <scheme> builder=<key name>,ts=<unix seconds>,sig=<base64 Ed25519>
  *   NixQuorum-Upload:  signed text nix-quorum-upload-v1;<narHash sha256:nix32>;<narSize>;<ts>
  *   NixQuorum-Attest:  signed text nix-quorum-attest-v1;<base64 SHA-256 of the request body>;<ts>
+ *   NixQuorum-Log:     signed text nix-quorum-log-v1;<drvPath>;<sha256:nix32 of the compressed log>;<its size>;<ts>
  *
  * The timestamp bounds replay to a window; replaying a request only re-sends what a builder signed.
  */
 export const UPLOAD_AUTH_SCHEME = 'NixQuorum-Upload';
 export const ATTEST_AUTH_SCHEME = 'NixQuorum-Attest';
+export const LOG_AUTH_SCHEME = 'NixQuorum-Log';
 export const AUTH_WINDOW_SECONDS = 600;
 
-type Scheme = typeof UPLOAD_AUTH_SCHEME | typeof ATTEST_AUTH_SCHEME;
+type Scheme = typeof UPLOAD_AUTH_SCHEME | typeof ATTEST_AUTH_SCHEME | typeof LOG_AUTH_SCHEME;
 
 export interface BuilderAuth {
   builder: string;
@@ -34,6 +36,10 @@ export function attestAuthText(body: Uint8Array, ts: number): string {
   return `nix-quorum-attest-v1;${createHash('sha256').update(body).digest('base64')};${ts}`;
 }
 
+export function logAuthText(drvPath: string, fileHash: NarHash, fileSize: number, ts: number): string {
+  return `nix-quorum-log-v1;${drvPath};${fileHash};${fileSize};${ts}`;
+}
+
 function header(scheme: Scheme, key: SecretKey, text: (ts: number) => string, now: number): string {
   const ts = Math.floor(now / 1000);
   return `${scheme} builder=${key.name},ts=${ts},sig=${signRaw(key, text(ts)).toString('base64')}`;
@@ -47,7 +53,11 @@ export function attestAuthHeader(key: SecretKey, body: Uint8Array, now = Date.no
   return header(ATTEST_AUTH_SCHEME, key, (ts) => attestAuthText(body, ts), now);
 }
 
-const WHAT: Record<Scheme, string> = { [UPLOAD_AUTH_SCHEME]: 'NAR uploads', [ATTEST_AUTH_SCHEME]: 'attestation submissions' };
+export function logAuthHeader(key: SecretKey, drvPath: string, fileHash: NarHash, fileSize: number, now = Date.now()): string {
+  return header(LOG_AUTH_SCHEME, key, (ts) => logAuthText(drvPath, fileHash, fileSize, ts), now);
+}
+
+const WHAT: Record<Scheme, string> = { [UPLOAD_AUTH_SCHEME]: 'NAR uploads', [ATTEST_AUTH_SCHEME]: 'attestation submissions', [LOG_AUTH_SCHEME]: 'build log uploads' };
 
 /** Reads the header of `scheme`; a request without one is refused with 401 (no body is read). */
 export function parseBuilderAuth(scheme: Scheme, value: string | undefined): BuilderAuth {
