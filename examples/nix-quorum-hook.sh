@@ -4,7 +4,7 @@
 # Settings: the key /etc/nix-quorum/builder.secret and the spool /var/lib/nix-quorum/spool are the
 # defaults for root; NIX_QUORUM_* variables set here override them, e.g. for a chroot store:
 # export NIX_QUORUM_STORE=/srv/builder-store
-PATH="/usr/local/bin:$PATH"
+PATH="$PATH:/usr/local/bin"
 fail() {
   echo "nix-quorum hook: ERROR: the outputs of ${DRV_PATH:-<DRV_PATH>} were NOT attested: $1" >&2
   echo "nix-quorum hook: the build itself succeeded. Once fixed, attest these outputs with:" >&2

@@ -79,14 +79,14 @@ export function serverOf(config: Settings<'server'>): string {
  * Where the key is unless configured: system-wide for root (the Nix daemon's hook, the agent's
  * service), else per user, as for the spool. So a standard setup needs no key setting anywhere.
  */
-export function defaultKeyFile(env: NodeJS.ProcessEnv = process.env): string {
-  if (process.getuid?.() === 0) return '/etc/nix-quorum/builder.secret';
+export function defaultKeyFile(env: NodeJS.ProcessEnv = process.env, root = process.getuid?.() === 0): string {
+  if (root) return '/etc/nix-quorum/builder.secret';
   return join(env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'nix-quorum', 'builder.secret');
 }
 
 /** The builder's signing key; every way this can fail says which setting to fix. */
-export function builderKey(config: Settings<'keyFile'>, env: NodeJS.ProcessEnv = process.env): SecretKey {
-  const file = config.builder.keyFile ?? defaultKeyFile(env);
+export function builderKey(config: Settings<'keyFile'>, env: NodeJS.ProcessEnv = process.env, root?: boolean): SecretKey {
+  const file = config.builder.keyFile ?? defaultKeyFile(env, root);
   if (!config.builder.keyFile && !existsSync(file)) {
     throw new QuorumError(
       'no-key',

@@ -20,6 +20,8 @@ class LogCheck extends Transform {
   private seen = 0;
   logSize = 0;
   private failure: QuorumError | undefined;
+  /** Settles the chunk the inflater is working on: a destroyed inflater never calls back. */
+  private pending: (() => void) | undefined;
 
   constructor(
     private readonly fileHash: NarHash,
@@ -32,16 +34,17 @@ class LogCheck extends Transform {
         if (this.logSize > MAX_LOG_BYTES) this.fail(new QuorumError('too-large', `the log decompresses to more than ${MAX_LOG_BYTES} bytes: send at most its last ${MAX_LOG_BYTES} bytes`, { field: 'body' }));
       });
       this.inflater.once('error', (e) => {
-        this.fail(new QuorumError('bad-log', `the log is not brotli-compressed (Content-Encoding: br): ${e.message}`, { field: 'body' }));
-        resolve();
+        if (!this.failure) this.fail(new QuorumError('bad-log', `the log is not brotli-compressed (Content-Encoding: br): ${e.message}`, { field: 'body' }));
       });
-      this.inflater.once('end', () => resolve());
+      // After its end, an error, or fail()'s destroy.
+      this.inflater.once('close', () => resolve());
     });
   }
 
   private fail(error: QuorumError): void {
     this.failure ??= error;
     this.inflater.destroy();
+    this.pending?.();
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
@@ -49,11 +52,19 @@ class LogCheck extends Transform {
     this.seen += chunk.length;
     if (this.seen > this.size) this.fail(new QuorumError('bad-log', `the body is longer than its Content-Length ${this.size}`, { field: 'body' }));
     if (this.failure) return done(this.failure);
-    this.inflater.write(chunk, () => done(this.failure ?? null, chunk));
+    let settled = false;
+    this.pending = () => {
+      if (settled) return;
+      settled = true;
+      this.pending = undefined;
+      done(this.failure ?? null, chunk);
+    };
+    this.inflater.write(chunk, this.pending);
   }
 
   override _flush(done: TransformCallback): void {
-    if (!this.failure) this.inflater.end();
+    if (this.failure) return done(this.failure);
+    this.inflater.end();
     void this.inflated.then(() => {
       if (this.failure) return done(this.failure);
       const got = narHashFromDigest(this.hash.digest());
