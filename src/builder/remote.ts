@@ -31,9 +31,14 @@ function answerError(what: string, status: number, text: string): QuorumError {
   } catch {
     // Not JSON (a proxy's page, a route that does not exist yet): the text is the message.
   }
-  const message = typeof body.error === 'string' ? body.error : text.trim().slice(0, 300);
   const remoteCode = typeof body.code === 'string' ? body.code.slice(0, 64) : `http-${status}`;
-  return new QuorumError(status >= 500 ? 'unavailable' : 'refused', `${what}: ${status} ${message}`, { remoteCode });
+  const code = status >= 500 ? 'unavailable' : 'refused';
+  if (typeof body.error === 'string') return new QuorumError(code, `${what}: ${status} ${body.error}`, { remoteCode });
+  // An HTML page is a reverse proxy's, not ours: its title says what it refused.
+  const title = /<title>([^<]*)<\/title>/i.exec(text)?.[1]?.trim();
+  const message = title?.startsWith(`${status} `) ? title : `${status} ${title ?? text.trim().slice(0, 300)}`;
+  const hint = status === 413 && title ? ': a reverse proxy in front of the server limits request bodies (nginx: client_max_body_size 0; see the README\'s proxy example)' : '';
+  return new QuorumError(code, `${what}: ${message}${hint}`, { remoteCode });
 }
 
 /**

@@ -8,7 +8,7 @@ import { encodeLeaf } from '../../src/ledger/leaf.js';
 import { generateSecretKey, signRaw } from '../../src/nix/keys.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
-import { describeChromium, launchChromium } from '../helpers/chromium.js';
+import { describeChromium, launchChromium, verification } from '../helpers/chromium.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { addBuilder } from '../../src/app/builders.js';
@@ -101,14 +101,6 @@ describeChromium('web pages in Chromium', () => {
       document.addEventListener('securitypolicyviolation', (e) => ((window as unknown as { __csp: string[] }).__csp ??= []).push(`${e.violatedDirective} ${e.blockedURI}`));
     });
     return { context, page, requests, dialogs, errors };
-  }
-
-  /** Waits until the path page's script has finished checking every row. */
-  async function verification(page: Page): Promise<Array<{ builder: string; state: string; text: string }>> {
-    await page.waitForFunction(() => document.querySelectorAll('tr[data-leaf]').length > 0 && [...document.querySelectorAll('tr[data-leaf]')].every((r) => r.getAttribute('data-verified') === 'ok' || r.getAttribute('data-verified') === 'fail'), undefined, { timeout: 60_000 });
-    return page.$$eval('tr[data-leaf]', (rows) =>
-      rows.map((r) => ({ builder: r.querySelector('[data-field="builder"]')!.textContent!, state: r.getAttribute('data-verified')!, text: r.querySelector('[data-verify]')!.textContent! })),
-    );
   }
 
   async function expectNothingInjected(page: Page, pwned: { dialogs: string[] }): Promise<void> {
