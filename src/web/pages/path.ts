@@ -103,7 +103,7 @@ function reproducibility(o: OutputData, diff: OutputDiff | undefined): Html | ''
   if (diff.compared.length < 2) return html`<h3>What differs</h3>${intro}`;
   return html`<h3>What differs</h3>${intro}
 <div class="table"><table class="cards diff">
-<caption>${int(diff.totalDifferences)} file${diff.totalDifferences === 1 ? '' : 's'} differ between groups ${diff.compared.join(', ')}${
+<caption>${int(diff.totalDifferences)} ${diff.totalDifferences === 1 ? 'file differs' : 'files differ'} between groups ${diff.compared.join(', ')}${
     diff.totalDifferences > diff.files.length ? ` (the first ${int(diff.files.length)} shown)` : ''
   }</caption>
 <thead><tr><th scope="col">File</th>${diff.compared.map((label) => html`<th scope="col">Group ${label}</th>`)}</tr></thead>
