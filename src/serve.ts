@@ -13,7 +13,7 @@ import { collectGarbage } from './nars/gc.js';
 import { NarListings } from './nars/listings.js';
 import { narRoutes } from './nars/routes.js';
 import { BuildLogs } from './logs/buildLogs.js';
-import { logRoutes } from './logs/routes.js';
+import { buildLogRoutes } from './logs/routes.js';
 import { listingRoutes } from './substituter/listingRoutes.js';
 import { readOnlyCacheRoutes } from './substituter/readOnly.js';
 import { substituterHandler } from './substituter/handler.js';
@@ -50,7 +50,7 @@ export async function startServer(config: Config, logger = createLogger(config.l
     ...(config.upstreams.length > 0 ? { upstream: upstreamResolver(new UpstreamCaches(config.upstreams), catalog) } : {}),
   });
   const listings = new NarListings(service.db);
-  const logs = logRoutes({ blobs, logs: new BuildLogs(service.db), registry: service.registry, decisions: service.decisions, metrics, logger });
+  const logs = buildLogRoutes({ blobs, logs: new BuildLogs(service.db), registry: service.registry, decisions: service.decisions, metrics, logger });
   const server = createHttpServer(service, metrics, {
     api: [narRoutes({ blobs, catalog, listings, registry: service.registry, compression: config.compression, metrics, logger }), logs.api],
     pages: [readOnlyCacheRoutes(), listingRoutes({ db: service.db, listings }), logs.pages, webRoutes(service)],

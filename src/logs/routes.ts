@@ -1,4 +1,5 @@
 import { Router, type Request, type Response } from 'express';
+import { authorizeLogUpload } from '../app/buildLogs.js';
 import { createBrotliDecompress } from 'node:zlib';
 import type { BlobStore } from '../blobstore/blobStore.js';
 import { HashCheck, sendChecked } from '../blobstore/hashCheck.js';
@@ -6,7 +7,6 @@ import { QuorumError } from '../errors.js';
 import type { BuilderRegistry } from '../ledger/registry.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { checkBuilderAuth, LOG_AUTH_SCHEME, logAuthText, parseBuilderAuth } from '../http/builderAuth.js';
 import { narHashFromDigest } from '../nix/hash.js';
 import { parseDrvPath, STORE_DIR, type StorePath } from '../nix/storePath.js';
 import type { DecisionMaterializer } from '../quorum/decisions.js';
@@ -45,7 +45,7 @@ function provenance(log: BuildLog, builder: string): Record<string, string> {
  * Build logs: builders deliver them (`PUT|HEAD /api/v1/logs/<drv basename>/<builder>`), and Nix
  * fetches one as from any binary cache (`GET /log/<drv basename>`, and under /policy/<name>/).
  */
-export function logRoutes(deps: LogRouteDeps): { api: Router; pages: Router } {
+export function buildLogRoutes(deps: LogRouteDeps): { api: Router; pages: Router } {
   const api = Router();
   const builderNamed = (name: unknown) => {
     const builder = deps.registry.get(String(name));
@@ -68,14 +68,8 @@ export function logRoutes(deps: LogRouteDeps): { api: Router; pages: Router } {
     if (req.headers['content-encoding'] !== LOG_ENCODING) throw new QuorumError('bad-content-encoding', `log uploads are brotli-compressed: Content-Encoding: ${LOG_ENCODING}`, { field: 'Content-Encoding' });
     const digest = req.headers['content-digest'];
     const fileHash = contentDigest(Array.isArray(digest) ? digest.join(',') : digest);
-    const auth = parseBuilderAuth(LOG_AUTH_SCHEME, req.headers.authorization);
-    const builder = deps.registry.get(auth.builder);
-    // Only an active key may fill the disk, only with its own logs, only of derivations it attested.
-    if (!builder || builder.revokedAt !== null) throw new QuorumError('forbidden', `${auth.builder} is not an active registered builder: only builders may upload build logs`);
-    if (builder.name !== String(req.params.builder)) throw new QuorumError('forbidden', `${auth.builder} may upload only its own logs, not ${String(req.params.builder)}'s`, { field: 'builder' });
-    checkBuilderAuth(auth, builder.publicKey, logAuthText(drvPath, fileHash, size, auth.ts));
-    if (!deps.logs.attested(drvPath, builder.id)) throw new QuorumError('forbidden', `${builder.name} has attested no output of ${drvPath}: submit the attestation before its log`, { field: 'drvPath' });
-    const { created, log } = await storeBuildLog(deps.blobs, deps.logs, { drvPath, builderId: builder.id, body: req, size, fileHash, signedAt: auth.ts, signature: auth.sig });
+    const { builder, signedAt, signature } = authorizeLogUpload(deps.registry, deps.logs, { authorization: req.headers.authorization, builder: String(req.params.builder), drvPath, fileHash, size });
+    const { created, log } = await storeBuildLog(deps.blobs, deps.logs, { drvPath, builderId: builder.id, body: req, size, fileHash, signedAt, signature });
     res.status(created ? 201 : 200).json({ drvPath, builder: builder.name, fileHash: log.fileHash, fileSize: log.fileSize, logSize: log.logSize, created });
   });
 

@@ -1,5 +1,6 @@
-import { encodeLeaf } from '../ledger/leaf.js';
-import { attestationOf, attestationsByLeaf } from '../ledger/queries.js';
+import { BUILDER_PREFIX, POLICY_PREFIX } from '../ledger/leaf.js';
+import { leavesByIndex } from '../ledger/queries.js';
+import { STATEMENT_PREFIX } from '../ledger/statement.js';
 import type { Service } from '../service.js';
 
 /**
@@ -23,7 +24,7 @@ export interface LeafData {
   fields: LeafField[];
   /** SHA-256(0x00 || leaf), base64 (RFC 9162). */
   leafHash: string;
-  /** For an attestation: its output path and builder, for links. */
+  /** For an attestation: its output path and builder; for a registry leaf, the builder. */
   outPath: string | null;
   builder: string | null;
   /** Inclusion in the tree of the latest checkpoint, or null while none covers the entry yet. */
@@ -33,9 +34,9 @@ export interface LeafData {
 
 /** Names of the `;`-separated fields of the first line of each kind of leaf (design.md, "Formats"). */
 const FIELDS: Record<string, string[]> = {
-  'nix-quorum-attestation-v1': ['kind', 'derivation', 'output name', 'output path', 'NAR hash', 'NAR size', 'references'],
-  'nix-quorum-builder-v1': ['kind', 'action', 'name', 'public key (base64)', 'time (unix ms)'],
-  'nix-quorum-policy-v1': ['kind', 'name', 'threshold', 'on conflict', 'builders', 'time (unix ms)'],
+  [STATEMENT_PREFIX]: ['kind', 'derivation', 'output name', 'output path', 'NAR hash', 'NAR size', 'references'],
+  [BUILDER_PREFIX]: ['kind', 'action', 'name', 'public key (base64)', 'time (unix ms)'],
+  [POLICY_PREFIX]: ['kind', 'name', 'threshold', 'on conflict', 'builders', 'time (unix ms)'],
 };
 /** The lines after the first, for attestation leaves. */
 const ATTESTATION_LINES = ['builder key', 'signature (base64)', 'builder narinfo Sig'];
@@ -46,7 +47,7 @@ function fieldsOf(lines: string[]): { kind: string; fields: LeafField[] } {
   const names = FIELDS[kind];
   if (!names) return { kind, fields: [] };
   const fields = names.map((name, i) => ({ name, value: i === names.length - 1 ? parts.slice(i).join(';') : (parts[i] ?? '') }));
-  if (kind === 'nix-quorum-attestation-v1') lines.slice(1).forEach((value, i) => fields.push({ name: ATTESTATION_LINES[i] ?? `line ${i + 2}`, value }));
+  if (kind === STATEMENT_PREFIX) lines.slice(1).forEach((value, i) => fields.push({ name: ATTESTATION_LINES[i] ?? `line ${i + 2}`, value }));
   return { kind, fields };
 }
 
@@ -54,11 +55,12 @@ function fieldsOf(lines: string[]): { kind: string; fields: LeafField[] } {
 export function leafData(service: Service, index: number): LeafData | null {
   const treeSize = service.log.size();
   if (index >= treeSize) return null;
-  const record = attestationsByLeaf(service.db, index, index + 1)[0];
+  const record = leavesByIndex(service.db, index, index + 1)[0];
   if (!record) return null;
-  const bytes = encodeLeaf(attestationOf(record));
+  const bytes = record.leaf;
   const lines = bytes.toString('utf8').split('\n');
   const { kind, fields } = fieldsOf(lines);
+  const field = (name: string) => fields.find((f) => f.name === name)?.value ?? null;
   const latest = service.checkpoints.latest();
   const proof =
     latest && index < latest.size
@@ -71,8 +73,8 @@ export function leafData(service: Service, index: number): LeafData | null {
     base64: bytes.toString('base64'),
     fields,
     leafHash: service.log.node(0, index).toString('base64'),
-    outPath: record.outPath,
-    builder: record.builder,
+    outPath: field('output path'),
+    builder: record.builder ?? (kind === BUILDER_PREFIX ? field('name') : null),
     proof,
     treeSize,
   };

@@ -1,3 +1,4 @@
+import { addBuilder } from '../../src/app/builders.js';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -65,7 +66,7 @@ describeNix('an operator\'s cache, seen from Nix (real Nix, the README\'s hook s
     cacheKey = readFileSync(join(dir, 'data', 'cache-key.public'), 'utf8').trim();
     bin = cliBinDir(dir);
     for (const [i, key] of keys.entries()) {
-      server.service.registry.add(key.publicKey);
+      addBuilder(server.service, key.publicKey);
       keyFiles.push(join(dir, `key${i}`));
       writeFileSync(keyFiles[i]!, formatSecretKey(key));
     }

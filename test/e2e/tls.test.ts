@@ -1,3 +1,4 @@
+import { addBuilder } from '../../src/app/builders.js';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -61,7 +62,7 @@ describeNix('behind the README\'s nginx TLS reverse proxy (real nginx, Nix and C
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${HOST}`, '-addext', `subjectAltName=DNS:${HOST},IP:127.0.0.1`], { stdio: 'ignore' });
     nginx = await startNginx({ site: (port) => exampleSite(port, Number(new URL(server.url).port), cert, key) });
     url = `https://127.0.0.1:${nginx.port}`;
-    for (const k of keys) server.service.registry.add(k.publicKey);
+    for (const k of keys) addBuilder(server.service, k.publicKey);
     const closure = writeClosure(dir, { count: 3, salt: `tls-${Date.now()}`, bigBytes: BIG });
     for (const b of [0, 1]) {
       const built = chrootBuild(join(dir, `b${b}`), closure.file);

@@ -1,3 +1,4 @@
+import { addBuilder } from '../../src/app/builders.js';
 import { rmSync } from 'node:fs';
 import { brotliCompressSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,7 +42,7 @@ describe('build logs: delivered by builders, fetched as from a binary cache', ()
   beforeAll(async () => {
     dir = tempDir('logs');
     server = await startServer(testConfig(dir));
-    for (const k of [alice, bob]) server.service.registry.add(k.publicKey);
+    for (const k of [alice, bob]) addBuilder(server.service, k.publicKey);
     const narHash = randomNarHash();
     await server.service.ingestor.submit([alice, bob].map((k) => parseAttestation(signedAttestation(k, { outPath, narHash, drvPath }))));
   });

@@ -275,7 +275,8 @@ describeChromium('web pages in Chromium', () => {
         ['conflicts', '/conflicts'],
         ['log', '/transparency-log'],
         ['path-diff', `/paths/${hashPart(rebuilt)}`],
-        ['leaf', '/leaves/0'],
+        ['leaf', `/leaves/${server.service.db.prepare('SELECT MIN(leaf_index) FROM attestations WHERE out_path = ?').pluck().get(hello)}`],
+        ['leaf-operator', '/leaves/0'],
       ];
       for (const [name, path] of pages) {
         await page.goto(`${server.url}${path}`);

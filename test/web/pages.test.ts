@@ -208,6 +208,13 @@ describe('web pages and their JSON', () => {
     expect(body).toContain(escapeHtml(helloDrv));
     expect(body).toContain(leaf.leafHash);
     for (const hash of leaf.proof!.hashes) expect(body).toContain(hash);
+    // The log operator's leaves read as theirs: the registry entry that added alice's key.
+    const { entries: all } = await json<{ entries: Array<{ index: number; kind: string; leaf: string }> }>(`/api/v1/log/entries?start=0&end=${d.treeSize}`);
+    const added = all.find((e) => e.kind === 'builder' && Buffer.from(e.leaf, 'base64').toString().startsWith('nix-quorum-builder-v1;add;alice-1;'))!;
+    const registry = await json<LeafData>(`/api/v1/leaves/${added.index}`);
+    expect(registry).toMatchObject({ kind: 'nix-quorum-builder-v1', builder: 'alice-1', outPath: null });
+    expect(Object.fromEntries(registry.fields.map((f) => [f.name, f.value]))).toMatchObject({ action: 'add', name: 'alice-1', 'public key (base64)': alice.publicKey.raw.toString('base64') });
+    expect((await get(`/leaves/${added.index}`)).body).toContain('A statement of the log operator about the builder key <strong>alice-1</strong>');
     await json(`/api/v1/leaves/${d.treeSize + 100}`, 404);
     await json('/api/v1/leaves/-1', 400);
     expect((await get('/leaves/x', 400)).body).toContain('a leaf index is a non-negative integer');

@@ -1,12 +1,19 @@
-import { html } from '../html.js';
+import { html, type Html } from '../html.js';
 import type { LeafData } from '../leaf.js';
 import { int, layout, pathLink } from './layout.js';
+
+/** What kind of statement the entry is, in words (design.md, "Ledger"). */
+function intro(d: LeafData): Html {
+  if (d.outPath) return html`An attestation by <strong>${d.builder}</strong> of ${pathLink(d.outPath)}.`;
+  if (d.builder) return html`A statement of the log operator about the builder key <strong>${d.builder}</strong> (<a href="/builders">builders</a>).`;
+  return html`A <code>${d.kind}</code> statement of the log operator.`;
+}
 
 export function leafPage(d: LeafData): string {
   return layout(
     { title: `Leaf ${d.index}`, section: 'log' },
     html`<h1>Log entry <code>${int(d.index)}</code></h1>
-<p>${d.outPath ? html`An attestation by <strong>${d.builder}</strong> of ${pathLink(d.outPath)}.` : html`A <code>${d.kind}</code> entry.`} The log holds exactly the bytes below; the fields are how they read.</p>
+<p>${intro(d)} The log holds exactly the bytes below; the fields are how they read.</p>
 <div class="table"><table class="cards">
 <caption>Fields</caption>
 <thead><tr><th scope="col">Field</th><th scope="col">Value</th></tr></thead>
