@@ -13,7 +13,6 @@ export const ERROR_STATUS = {
   'bad-compression': 400,
   'bad-config': 400,
   'bad-content-digest': 400,
-  'bad-content-encoding': 400,
   'bad-content-length': 400,
   'bad-data-dir': 400,
   'bad-hash': 400,

@@ -65,7 +65,7 @@ export function buildLogRoutes(deps: LogRouteDeps): { api: Router; pages: Router
     if (length === undefined || !/^[0-9]{1,16}$/.test(length)) throw new QuorumError('bad-content-length', 'Content-Length must be the size of the compressed log in bytes', { field: 'Content-Length' });
     const size = Number(length);
     if (size > MAX_LOG_BYTES) throw new QuorumError('too-large', `a compressed log may have at most ${MAX_LOG_BYTES} bytes`, { field: 'Content-Length' });
-    if (req.headers['content-encoding'] !== LOG_ENCODING) throw new QuorumError('bad-content-encoding', `log uploads are brotli-compressed: Content-Encoding: ${LOG_ENCODING}`, { field: 'Content-Encoding' });
+    if (req.headers['content-encoding'] !== LOG_ENCODING) throw new QuorumError('unsupported-encoding', `log uploads are brotli-compressed: Content-Encoding: ${LOG_ENCODING}`, { field: 'Content-Encoding' });
     const digest = req.headers['content-digest'];
     const fileHash = contentDigest(Array.isArray(digest) ? digest.join(',') : digest);
     const { builder, signedAt, signature } = authorizeLogUpload(deps.registry, deps.logs, { authorization: req.headers.authorization, builder: String(req.params.builder), drvPath, fileHash, size });

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QuorumClient } from '../../src/builder/remote.js';
 import { hashPartOfArgument, parsePathStatus, servingOf, statusJson } from '../../src/builder/status.js';
 import { formatPathStatus } from '../../src/cli/status.js';
-import { uploadAuthHeader } from '../../src/nars/uploadAuth.js';
+import { uploadAuthHeader } from '../../src/http/builderAuth.js';
 import { narHashFromDigest, sha256 } from '../../src/nix/hash.js';
 import { encodeStrings, NAR_MAGIC } from '../../src/nix/nar/index.js';
 import { parseAttestation } from '../../src/ledger/attestation.js';

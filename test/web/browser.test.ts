@@ -7,7 +7,7 @@ import { statementText, type Attestation } from '../../src/ledger/statement.js';
 import { encodeLeaf } from '../../src/ledger/leaf.js';
 import { brotliCompressSync } from 'node:zlib';
 import { QuorumClient } from '../../src/builder/remote.js';
-import { uploadAuthHeader } from '../../src/nars/uploadAuth.js';
+import { uploadAuthHeader } from '../../src/http/builderAuth.js';
 import { narHashFromDigest, sha256 } from '../../src/nix/hash.js';
 import { generateSecretKey, signRaw } from '../../src/nix/keys.js';
 import { encodeStrings } from '../../src/nix/nar/index.js';
