@@ -252,3 +252,32 @@ CREATE TABLE IF NOT EXISTS witness_evidence (
   witness_note TEXT,
   UNIQUE (origin, note, old_size, proof)
 );
+
+-- The files of each stored NAR (path, type, size, offset, SHA-256 of contents), recorded while its
+-- upload streamed through the NAR parser (src/nars/listings.ts): what `GET /<hash>.ls` serves and what
+-- reproducibility diffs compare. A rowid table: listings are large blobs. Goes with its NAR's row.
+CREATE TABLE IF NOT EXISTS nar_listings (
+  nar_hash TEXT PRIMARY KEY,
+  files    INTEGER NOT NULL,
+  listing  BLOB NOT NULL               -- brotli-compressed JSON array of NarEntry (src/nix/nar/listing.ts)
+);
+CREATE TRIGGER IF NOT EXISTS nar_listings_nar_delete AFTER DELETE ON nars BEGIN
+  DELETE FROM nar_listings WHERE nar_hash = OLD.nar_hash;
+END;
+
+-- Build logs builders delivered (src/logs/): one per derivation and builder key, brotli-compressed in
+-- the blob store under log/<drv hash part>/<builder id>.br. Only a key that attested an output of the
+-- derivation may deliver its log; it signs the upload (src/nars/uploadAuth.ts), and the signature is
+-- kept so anyone can check that the served bytes are the builder's.
+CREATE TABLE IF NOT EXISTS build_logs (
+  drv_path    TEXT NOT NULL,
+  builder_id  INTEGER NOT NULL REFERENCES builders(id),
+  blob_key    TEXT NOT NULL,
+  file_hash   TEXT NOT NULL,           -- sha256:<nix32> of the stored (compressed) bytes
+  file_size   INTEGER NOT NULL,
+  log_size    INTEGER NOT NULL,        -- bytes once decompressed
+  signed_at   INTEGER NOT NULL,        -- the upload signature's unix seconds
+  signature   BLOB NOT NULL,           -- Ed25519 over nix-quorum-log-v1;drvPath;file_hash;file_size;signed_at
+  created_at  INTEGER NOT NULL,        -- unix ms
+  PRIMARY KEY (drv_path, builder_id)
+) WITHOUT ROWID;

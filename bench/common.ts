@@ -154,7 +154,7 @@ export async function startWitnessServer(options: { dataDir: string; logs: Reado
  * off, keep-alive without a request cap, as Node's server has none). `serverConfig` is pasted into
  * the server block, e.g. `location / { return 500; }` for a failing peer.
  */
-export async function startNginx(options: { root: string; serverConfig?: string; cpus?: string }): Promise<BenchServer> {
+export async function startNginx(options: NginxOptions): Promise<BenchServer> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await startNginxOn(await freePort(), options);
@@ -165,7 +165,15 @@ export async function startNginx(options: { root: string; serverConfig?: string;
   }
 }
 
-async function startNginxOn(port: number, options: { root: string; serverConfig?: string; cpus?: string }): Promise<BenchServer> {
+export interface NginxOptions {
+  root?: string;
+  serverConfig?: string;
+  /** Instead of the static server: a whole `server { … }` site for the port nginx listens on (e.g. a reverse proxy). */
+  site?: (port: number) => string;
+  cpus?: string;
+}
+
+async function startNginxOn(port: number, options: NginxOptions): Promise<BenchServer> {
   const prefix = mkdtempSync(join(tmpdir(), 'nq-nginx-'));
   const errorLog = join(prefix, 'error.log');
   const temp = (name: string) => `${name}_temp_path ${join(prefix, name)};`;
@@ -186,10 +194,14 @@ http {
   ${['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map(temp).join('\n  ')}
   default_type application/octet-stream;
   types { text/x-nix-narinfo narinfo; }
-  server {
+  ${
+    options.site
+      ? options.site(port)
+      : `server {
     listen 127.0.0.1:${port};
     root ${options.root};
     ${options.serverConfig ?? ''}
+  }`
   }
 }
 `,

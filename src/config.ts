@@ -38,6 +38,12 @@ export const configSchema = z
   .object({
     dataDir: z.string().min(1).default('./data'),
     listen: hostPort.default({ host: '127.0.0.1', port: 8080 }),
+    /** The URL clients reach the server at (behind a reverse proxy, the proxy's): printed nix.conf lines and absolute URLs use it. */
+    publicUrl: z
+      .url({ protocol: /^https?$/, error: 'publicUrl must be the http(s) URL clients use to reach the server, e.g. https://quorum.example.org' })
+      .refine((u) => !/[?#]/.test(u), 'publicUrl must not have a query or fragment')
+      .transform((u) => u.replace(/\/+$/, ''))
+      .optional(),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
     quorum: z
       // The default policy's threshold when a ledger is created (2 if unset); later, `policy set default` changes it.

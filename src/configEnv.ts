@@ -7,6 +7,7 @@
 const CONFIG_ENV = {
   dataDir: 'NIX_QUORUM_DATA',
   listen: 'NIX_QUORUM_LISTEN',
+  publicUrl: 'NIX_QUORUM_PUBLIC_URL',
   logLevel: 'NIX_QUORUM_LOG_LEVEL',
   'builder.server': 'NIX_QUORUM_SERVER',
   'builder.keyFile': 'NIX_QUORUM_KEY_FILE',

@@ -10,7 +10,12 @@ import type { BlobStore } from './blobstore/blobStore.js';
 import { createBlobStore } from './blobstore/config.js';
 import { NarCatalog } from './nars/catalog.js';
 import { collectGarbage } from './nars/gc.js';
+import { NarListings } from './nars/listings.js';
 import { narRoutes } from './nars/routes.js';
+import { BuildLogs } from './logs/buildLogs.js';
+import { buildLogRoutes } from './logs/routes.js';
+import { listingRoutes } from './substituter/listingRoutes.js';
+import { readOnlyCacheRoutes } from './substituter/readOnly.js';
 import { substituterHandler } from './substituter/handler.js';
 import { builderGate } from './api/builderGate.js';
 import { upstreamResolver } from './substituter/upstream.js';
@@ -48,9 +53,11 @@ export async function startServer(config: Config, logger = createLogger(config.l
     logger,
     ...(config.upstreams.length > 0 ? { upstream: upstreamResolver(new UpstreamCaches(config.upstreams), catalog) } : {}),
   });
+  const listings = new NarListings(service.db);
+  const logs = buildLogRoutes({ blobs, logs: new BuildLogs(service.db), registry: service.registry, decisions: service.decisions, metrics, logger });
   const server = createHttpServer(service, metrics, {
-    api: [narRoutes({ blobs, catalog, registry: service.registry, compression: config.compression, metrics }), witnessRoutes(witnessing)],
-    pages: [webRoutes(service)],
+    api: [narRoutes({ blobs, catalog, listings, registry: service.registry, compression: config.compression, metrics, logger }), logs.api, witnessRoutes(witnessing)],
+    pages: [readOnlyCacheRoutes(), listingRoutes({ db: service.db, listings }), logs.pages, webRoutes(service)],
     fast: [builderGate(service.registry), substituter.handle],
   });
   const republish = cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());

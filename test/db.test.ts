@@ -75,8 +75,9 @@ describe('the schema and its numbered migrations', () => {
       const { alice, bob } = ledgerOf202611(file);
       const said: string[] = [];
       const db = openDb(file, (line) => said.push(line));
-      expect(said).toHaveLength(2);
+      expect(said).toHaveLength(3);
       expect(said[1]).toBe('migration 2 (2026-12-02, witness cosignatures): added the tables cosignatures, witness_logs and witness_evidence');
+      expect(said[2]).toBe('migration 3 (2026-12-02, build logs and NAR listings): created nar_listings and build_logs (NARs stored before have no listing)');
       expect(said[0]).toMatch(/^migration 1 \(2026-12-02, registry and policy leaves in the log\): appended the registry \(2 builders, 1 revocations\) and 2 policies to the log as leaves 2 to 6/);
       expect(said[0]).toMatch(/not carried over, and never counting again: alice-alias-1 \(same key as alice-1\), nobody-1 \(it is a point of small order/);
       expect(db.prepare('SELECT leaf_index, leaf FROM operator_leaves ORDER BY leaf_index').raw().all()).toEqual([

@@ -4,6 +4,7 @@ import type { Attestation } from '../ledger/statement.js';
 import type { Logger } from '../log.js';
 import type { SecretKey } from '../nix/keys.js';
 import { hashPartOf } from '../nix/storePath.js';
+import { ensureLog } from './buildLog.js';
 import { pathInfos, spawnNarDump } from './nix.js';
 import { runPool } from './pool.js';
 import { upstreamHasNar, type QuorumClient } from './remote.js';
@@ -102,9 +103,10 @@ export async function ensureNar(a: Attestation, store: string | null, ctx: NarCo
 }
 
 /**
- * Uploads the NAR if needed, then submits the attestation. Safe to repeat after a crash at any
- * point: a NAR the server has is not sent again, and the server answers an identical statement
- * with "duplicate" instead of adding a leaf. So nothing is lost and nothing is doubled.
+ * Uploads the NAR if needed, submits the attestation, then delivers the build log (the server takes
+ * a log only from a key that attested the derivation). Safe to repeat after a crash at any point: a
+ * NAR or log the server has is not sent again, and the server answers an identical statement with
+ * "duplicate" instead of adding a leaf. So nothing is lost and nothing is doubled.
  */
 async function deliver(entry: SpoolEntry, options: DrainOptions): Promise<void> {
   const a = entry.attestation;
@@ -114,6 +116,7 @@ async function deliver(entry: SpoolEntry, options: DrainOptions): Promise<void> 
     // Kept in the spool: the usual causes (builder not registered yet, key revoked or replaced) are fixed on the server.
     throw new QuorumError('rejected', `the server rejected the attestation of ${a.outPath}: ${result!.reason} (${result!.code})`);
   }
+  await ensureLog(a, entry.store, options);
 }
 
 type Outcome = { kind: 'delivered' } | { kind: 'failed'; error: string } | { kind: 'quarantined'; reason: string } | { kind: 'gone' };

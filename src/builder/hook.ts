@@ -36,7 +36,7 @@ export async function runHook(env: NodeJS.ProcessEnv, flags: BuilderFlags): Prom
   reading.catch(() => undefined); // Awaited below, or dropped when the config names another store.
   const [{ hookConfig, builderKey, spoolOf, storeOf }, { signOutput }] = await Promise.all([import('./settings.js'), import('./attest.js')]);
   const config = await hookConfig(flags, env);
-  const key = builderKey(config);
+  const key = builderKey(config, env);
   const spool = spoolOf(config, env);
   const store = storeOf(flags, config, env);
   const outputs = await (store === early ? reading : buildOutputs(drvPath, outPaths, { store, env })).catch((error: unknown) => {

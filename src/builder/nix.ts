@@ -47,15 +47,19 @@ function nixArgs(target: NixStore, args: string[]): string[] {
   return ['--extra-experimental-features', 'nix-command', ...storeArgs(target), ...args];
 }
 
-function run(program: string, args: string[], target: NixStore): Promise<string> {
+function runRaw(program: string, args: string[], target: NixStore): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    execFile(program, args, { env: target.env ?? process.env, timeout: NIX_TIMEOUT_MS, maxBuffer: 256 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
+    execFile(program, args, { env: target.env ?? process.env, timeout: NIX_TIMEOUT_MS, maxBuffer: 256 * 1024 * 1024, encoding: 'buffer' }, (error, stdout, stderr) => {
       if (!error) return resolve(stdout);
       const spawnFailed = (error as NodeJS.ErrnoException).code === 'ENOENT';
-      const detail = spawnFailed ? `${program} is not installed or not on PATH` : (stderr.trim().split('\n').slice(-3).join(' | ') || error.message);
+      const detail = spawnFailed ? `${program} is not installed or not on PATH` : (stderr.toString('utf8').trim().split('\n').slice(-3).join(' | ') || error.message);
       reject(new QuorumError('nix-failed', `${program} ${args.join(' ').slice(0, 300)}: ${detail}`, { cause: error }));
     });
   });
+}
+
+async function run(program: string, args: string[], target: NixStore): Promise<string> {
+  return (await runRaw(program, args, target)).toString('utf8');
 }
 
 function parseJson(text: string, what: string): unknown {
@@ -171,4 +175,17 @@ export function spawnNarDump(path: StorePath, target: NixStore): NarDumpProcess 
     env: target.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+}
+
+/**
+ * The build log Nix kept of a derivation (`nix-store --read-log`, which reads the store's own log
+ * directory and asks no substituter), or null when there is none (e.g. keep-build-log = false).
+ */
+export async function readBuildLog(drvPath: StorePath, target: NixStore): Promise<Buffer | null> {
+  try {
+    return await runRaw('nix-store', [...storeArgs(target), '--read-log', drvPath], target);
+  } catch (error) {
+    if (error instanceof QuorumError && /is not available/.test(error.message)) return null;
+    throw error;
+  }
 }

@@ -4,11 +4,12 @@ import { Transform, type Readable } from 'node:stream';
 import { QuorumError } from '../errors.js';
 import { httpJson } from '../http/client.js';
 import type { Attestation } from '../ledger/statement.js';
-import { attestAuthHeader, uploadAuthHeader } from '../http/builderAuth.js';
-import type { NarHash } from '../nix/hash.js';
+import { LOG_ENCODING } from '../logs/buildLogs.js';
+import { attestAuthHeader, logAuthHeader, uploadAuthHeader } from '../http/builderAuth.js';
+import { narHashFromDigest, sha256, type NarHash } from '../nix/hash.js';
 import type { SecretKey } from '../nix/keys.js';
 import { parseNarInfo } from '../nix/narinfo.js';
-import type { HashPart } from '../nix/storePath.js';
+import { baseNameOf, type HashPart, type StorePath } from '../nix/storePath.js';
 import { attestationJson } from './attest.js';
 
 /** Per-item answer of POST /api/v1/attestations (design.md). */
@@ -30,9 +31,14 @@ function answerError(what: string, status: number, text: string): QuorumError {
   } catch {
     // Not JSON (a proxy's page, a route that does not exist yet): the text is the message.
   }
-  const message = typeof body.error === 'string' ? body.error : text.trim().slice(0, 300);
   const remoteCode = typeof body.code === 'string' ? body.code.slice(0, 64) : `http-${status}`;
-  return new QuorumError(status >= 500 ? 'unavailable' : 'refused', `${what}: ${status} ${message}`, { remoteCode });
+  const code = status >= 500 ? 'unavailable' : 'refused';
+  if (typeof body.error === 'string') return new QuorumError(code, `${what}: ${status} ${body.error}`, { remoteCode });
+  // An HTML page is a reverse proxy's, not ours: its title says what it refused.
+  const title = /<title>([^<]*)<\/title>/i.exec(text)?.[1]?.trim();
+  const message = title?.startsWith(`${status} `) ? title : `${status} ${title ?? text.trim().slice(0, 300)}`;
+  const hint = status === 413 && title ? ': a reverse proxy in front of the server limits request bodies (nginx: client_max_body_size 0; see the README\'s proxy example)' : '';
+  return new QuorumError(code, `${what}: ${message}${hint}`, { remoteCode });
 }
 
 /**
@@ -153,6 +159,43 @@ export class QuorumClient {
     if (res.status < 500 && Array.isArray(results) && results.length === attestations.length) return results as SubmitResult[];
     if (res.ok) throw new QuorumError('unavailable', `${what}: the server answered ${attestations.length} attestations without one result each`);
     throw answerError(what, res.status, text);
+  }
+
+  /** HEAD /api/v1/logs/<drv>/<builder>: has the server this builder's log of the derivation? */
+  async hasLog(drvPath: StorePath, builder: string): Promise<boolean> {
+    const url = this.url(`api/v1/logs/${encodeURIComponent(baseNameOf(drvPath))}/${encodeURIComponent(builder)}`);
+    const res = await request(url, { method: 'HEAD' });
+    if (res.status === 200) return true;
+    if (res.status === 404) return false;
+    throw answerError(`HEAD ${url.pathname}`, res.status, '');
+  }
+
+  /** PUT /api/v1/logs/<drv>/<builder>: a brotli-compressed build log, signed like a NAR upload. */
+  async putLog(drvPath: StorePath, key: SecretKey, compressed: Buffer): Promise<void> {
+    const url = this.url(`api/v1/logs/${encodeURIComponent(baseNameOf(drvPath))}/${encodeURIComponent(key.name)}`);
+    const digest = sha256(compressed);
+    const res = await request(url, {
+      method: 'PUT',
+      headers: {
+        'content-type': 'text/plain; charset=utf-8',
+        'content-encoding': LOG_ENCODING,
+        'content-digest': `sha-256=:${digest.toString('base64')}:`,
+        authorization: logAuthHeader(key, drvPath, narHashFromDigest(digest), compressed.length),
+      },
+      body: new Uint8Array(compressed),
+    });
+    const text = await res.text();
+    if (!res.ok) throw answerError(`PUT ${url.pathname}`, res.status, text);
+  }
+
+  /** GET <policy>/<hashPart>.narinfo as Nix asks for it: its text, or null when the substituter does not advertise the path. */
+  async narinfo(policy: string, hashPart: HashPart): Promise<string | null> {
+    const url = this.url(`${policy === 'default' ? '' : `policy/${encodeURIComponent(policy)}/`}${hashPart}.narinfo`);
+    const res = await request(url, {});
+    const text = await res.text();
+    if (res.status === 200) return text;
+    if (res.status === 404) return null;
+    throw answerError(`GET ${url.pathname}`, res.status, text);
   }
 
   /** GET /api/v1/paths/<hashPart>: attestations and decisions per policy. */

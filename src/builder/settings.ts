@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import type { Config } from '../config.js';
 import { configFile, envSetting } from '../configEnv.js';
 import { QuorumError } from '../errors.js';
@@ -73,13 +75,22 @@ export function serverOf(config: Settings<'server'>): string {
   return config.builder.server;
 }
 
+/**
+ * Where the key is unless configured: system-wide for root (the Nix daemon's hook, the agent's
+ * service), else per user, as for the spool. So a standard setup needs no key setting anywhere.
+ */
+export function defaultKeyFile(env: NodeJS.ProcessEnv = process.env, root = process.getuid?.() === 0): string {
+  if (root) return '/etc/nix-quorum/builder.secret';
+  return join(env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'nix-quorum', 'builder.secret');
+}
+
 /** The builder's signing key; every way this can fail says which setting to fix. */
-export function builderKey(config: Settings<'keyFile'>): SecretKey {
-  const file = config.builder.keyFile;
-  if (!file) {
+export function builderKey(config: Settings<'keyFile'>, env: NodeJS.ProcessEnv = process.env, root?: boolean): SecretKey {
+  const file = config.builder.keyFile ?? defaultKeyFile(env, root);
+  if (!config.builder.keyFile && !existsSync(file)) {
     throw new QuorumError(
       'no-key',
-      'no builder key configured: set NIX_QUORUM_KEY_FILE (or builder.keyFile in the config file, or --key-file) to a secret key file; create one with `nix-quorum keygen NAME --secret FILE --public FILE` and register the public key on the server',
+      `no builder key: none configured, and there is no ${file}. Create one with \`nix-quorum keygen NAME --secret ${file} --public FILE\` and register the public key on the server, or set NIX_QUORUM_KEY_FILE (or builder.keyFile in the config file, or --key-file) to a secret key file`,
       { field: 'builder.keyFile' },
     );
   }

@@ -2,6 +2,7 @@ import type { Attestation } from '../ledger/statement.js';
 import type { SecretKey } from '../nix/keys.js';
 import type { StorePath } from '../nix/storePath.js';
 import { signOutput } from './attest.js';
+import { ensureLog } from './buildLog.js';
 import { ensureNar, type NarContext } from './drain.js';
 import { closure } from './nix.js';
 import { resolvePaths } from './outputs.js';
@@ -11,7 +12,7 @@ export interface SubmitOptions extends NarContext {
   paths: StorePath[];
   /** Also attest everything the paths reference, transitively (`nix-store -qR`). */
   closure: boolean;
-  /** Upload NARs the server does not have before submitting. */
+  /** Upload NARs the server does not have before submitting, and build logs after. */
   upload: boolean;
   store: string | null;
   key: SecretKey;
@@ -80,6 +81,12 @@ export async function submitPaths(options: SubmitOptions): Promise<SubmitOutcome
     }
     settled += batch.length;
     progress();
+  }
+  if (options.upload) {
+    const delivered = ready.filter((a) => ['accepted', 'duplicate', 'conflict'].includes(outcomes.get(a.outPath)!.status));
+    await runPool(delivered.length, options.concurrency, (i) =>
+      ensureLog(delivered[i]!, options.store, options).catch((error: unknown) => options.logger.warn('could not deliver the build log', { outPath: delivered[i]!.outPath, error: (error as Error).message })),
+    );
   }
   return paths.map((p) => outcomes.get(p)!);
 }

@@ -13,7 +13,7 @@ type Flag = 'server' | 'keyFile' | 'spool' | 'store';
 
 const FLAG_HELP: Record<Flag, [string, string]> = {
   server: ['--server <url>', 'nix-quorum server URL (env NIX_QUORUM_SERVER, config builder.server)'],
-  keyFile: ['--key-file <file>', 'builder secret key, as made by `nix-quorum keygen` (env NIX_QUORUM_KEY_FILE, config builder.keyFile)'],
+  keyFile: ['--key-file <file>', 'builder secret key, as made by `nix-quorum keygen` (env NIX_QUORUM_KEY_FILE, config builder.keyFile; default /etc/nix-quorum/builder.secret for root, else ~/.config/nix-quorum/builder.secret)'],
   spool: ['--spool <dir>', 'spool directory (env NIX_QUORUM_SPOOL, config builder.spool; default /var/lib/nix-quorum/spool for root, else ~/.local/state/nix-quorum/spool)'],
   store: ['--store <store>', 'Nix store to read from (default: NIX_CONFIG\'s store = … inside a post-build-hook, else env NIX_QUORUM_STORE / config builder.store, else Nix\'s default)'],
 };
@@ -37,7 +37,7 @@ function hookFailureText(error: unknown, env: NodeJS.ProcessEnv, store: string |
     `nix-quorum hook: ERROR: the outputs of ${drv} were NOT attested.`,
     `nix-quorum hook: ${message}`,
     'nix-quorum hook: the build itself succeeded and Nix goes on. Once fixed, attest these outputs with:',
-    `nix-quorum hook:   nix-quorum submit${storeArg} $(nix-store${storeArg} -q --outputs ${drv})`,
+    `nix-quorum hook:   nix-quorum submit --upload${storeArg} $(nix-store${storeArg} -q --outputs ${drv})`,
     '',
   ].join('\n');
 }
@@ -145,7 +145,7 @@ export function registerBuilder(program: Command): void {
       )
       .argument('<paths...>', 'store paths (build outputs)')
       .option('--closure', 'also attest everything the paths reference (nix-store -qR); sources without a deriver are skipped')
-      .option('--upload', 'upload NARs the server (or an upstream cache) does not have yet, before submitting'),
+      .option('--upload', 'upload NARs the server (or an upstream cache) does not have yet before submitting, and the build logs Nix kept after'),
     ['server', 'keyFile', 'store'],
   ).action(action(async (paths: string[], opts: BuilderFlags & { closure?: boolean; upload?: boolean }) => {
     const [{ builderConfig, builderKey, serverOf, storeOf }, { submitPaths }, { QuorumClient }, { createLogger }, { parseStorePath }] = await Promise.all([
@@ -180,18 +180,24 @@ export function registerBuilder(program: Command): void {
     program
       .command('status')
       .summary('quorum status of a store path, per policy')
-      .description('Show whether the server serves a store path: the decision per quorum policy with its reason, and the attestations behind it.')
+      .description(
+        'Show whether the server serves a store path: the decision per quorum policy with its reason, whether the substituter ' +
+          'really serves it (and if not, why: e.g. its NAR was never uploaded), and the attestations behind it.',
+      )
       .argument('<path>', 'store path, its base name, or its 32-character hash part')
-      .option('--json', 'print the server\'s JSON answer as is'),
+      .option('--json', 'print the server\'s JSON answer, each decision with served and notServedBecause'),
     ['server'],
   ).action(action(async (path: string, opts: BuilderFlags & { json?: boolean }) => {
-    const [{ builderConfig, serverOf }, { QuorumClient }, { formatPathStatus, hashPartOfArgument, parsePathStatus }] = await Promise.all([
+    const [{ builderConfig, serverOf }, { QuorumClient }, { hashPartOfArgument, parsePathStatus, servingOf, statusJson }, { formatPathStatus }] = await Promise.all([
       import('../builder/settings.js'),
       import('../builder/remote.js'),
       import('../builder/status.js'),
+      import('./status.js'),
     ]);
     const hashPart = hashPartOfArgument(path);
-    const answer = await new QuorumClient(serverOf(await builderConfig(opts))).path(hashPart);
-    process.stdout.write(opts.json ? `${JSON.stringify(answer, null, 2)}\n` : formatPathStatus(parsePathStatus(answer)));
+    const client = new QuorumClient(serverOf(await builderConfig(opts)));
+    const status = parsePathStatus(await client.path(hashPart));
+    const serving = await servingOf(client, status);
+    process.stdout.write(opts.json ? `${JSON.stringify(statusJson(status, serving), null, 2)}\n` : formatPathStatus(status, serving));
   }));
 }

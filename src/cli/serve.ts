@@ -3,6 +3,7 @@ import { startServer } from '../serve.js';
 import { loadConfig } from '../config.js';
 import { dataPaths } from '../dataDir.js';
 import { formatPublicKey } from '../nix/keys.js';
+import { clientNixConf, clientUrl } from '../substituter/clientConfig.js';
 import { action, runUntilSignalled } from './run.js';
 
 export function registerServe(program: Command): void {
@@ -12,21 +13,23 @@ export function registerServe(program: Command): void {
     .option('--data <dir>', 'data directory (default ./data; env NIX_QUORUM_DATA)')
     .option('--config <file>', 'JSON config file (env NIX_QUORUM_CONFIG)')
     .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080; env NIX_QUORUM_LISTEN)')
-    .action(action(async (opts: { data?: string; config?: string; listen?: string }) => {
+    .option('--public-url <url>', 'the URL clients use, e.g. https://quorum.example.org behind a reverse proxy; printed nix.conf lines use it (config publicUrl, env NIX_QUORUM_PUBLIC_URL)')
+    .action(action(async (opts: { data?: string; config?: string; listen?: string; publicUrl?: string }) => {
       const flags: Record<string, unknown> = {};
       if (opts.data) flags.dataDir = opts.data;
       if (opts.listen) flags.listen = opts.listen;
+      if (opts.publicUrl) flags.publicUrl = opts.publicUrl;
       const config = loadConfig({ file: opts.config, flags });
       const running = await startServer(config);
       const { url, service } = running;
+      const client = clientUrl(config.publicUrl, { host: config.listen.host, port: Number(new URL(url).port) });
       runUntilSignalled(
         [
           `nix-quorum serving on ${url}`,
           `  admin token:  ${dataPaths(config.dataDir).adminToken}`,
           `  log key:      ${service.noteVerifierText}`,
-          'Clients add to nix.conf:',
-          `  extra-substituters = ${url}`,
-          `  extra-trusted-public-keys = ${formatPublicKey(service.cacheKey.publicKey)}`,
+          `Clients add to nix.conf${client.guessed ? ` (${client.url} is a guess: set publicUrl or --public-url to the URL clients use)` : ''}:`,
+          ...clientNixConf(client.url, formatPublicKey(service.cacheKey.publicKey)).map((line) => `  ${line}`),
         ],
         () => running.close(),
       );

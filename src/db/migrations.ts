@@ -127,6 +127,27 @@ const witnessTables: Migration = {
   },
 };
 
-export const MIGRATIONS: readonly Migration[] = [registryInLog, witnessTables];
+
+/** 3. Build logs and NAR listings (src/logs/, src/nars/listings.ts): new tables; NARs stored before have no listing. */
+const logsAndListings: Migration = {
+  version: 3,
+  date: '2026-12-02',
+  name: 'build logs and NAR listings',
+  up(db) {
+    db.exec(`
+      CREATE TABLE nar_listings (nar_hash TEXT PRIMARY KEY, files INTEGER NOT NULL, listing BLOB NOT NULL);
+      CREATE TRIGGER nar_listings_nar_delete AFTER DELETE ON nars BEGIN
+        DELETE FROM nar_listings WHERE nar_hash = OLD.nar_hash;
+      END;
+      CREATE TABLE build_logs (
+        drv_path TEXT NOT NULL, builder_id INTEGER NOT NULL REFERENCES builders(id), blob_key TEXT NOT NULL, file_hash TEXT NOT NULL,
+        file_size INTEGER NOT NULL, log_size INTEGER NOT NULL, signed_at INTEGER NOT NULL, signature BLOB NOT NULL, created_at INTEGER NOT NULL,
+        PRIMARY KEY (drv_path, builder_id)
+      ) WITHOUT ROWID;`);
+    return 'created nar_listings and build_logs (NARs stored before have no listing)';
+  },
+};
+
+export const MIGRATIONS: readonly Migration[] = [registryInLog, witnessTables, logsAndListings];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -10,6 +10,7 @@ import { signRaw, verifyRaw, type PublicKey, type SecretKey } from '../nix/keys.
  *   Authorization: <scheme> builder=<key name>,ts=<unix seconds>,sig=<base64 Ed25519>
  *   NixQuorum-Upload:  signed text nix-quorum-upload-v1;<narHash sha256:nix32>;<narSize>;<ts>
  *   NixQuorum-Attest:  signed text nix-quorum-attest-v1;<Content-Length of the body>;<ts>
+ *   NixQuorum-Log:     signed text nix-quorum-log-v1;<drvPath>;<sha256:nix32 of the compressed log>;<its size>;<ts>
  *
  * Both are checked before a byte of the body is read: a request from anybody without a builder key
  * costs one signature check. The timestamp bounds replay to a window. Replaying an upload only
@@ -19,9 +20,10 @@ import { signRaw, verifyRaw, type PublicKey, type SecretKey } from '../nix/keys.
  */
 export const UPLOAD_AUTH_SCHEME = 'NixQuorum-Upload';
 export const ATTEST_AUTH_SCHEME = 'NixQuorum-Attest';
+export const LOG_AUTH_SCHEME = 'NixQuorum-Log';
 export const AUTH_WINDOW_SECONDS = 600;
 
-type Scheme = typeof UPLOAD_AUTH_SCHEME | typeof ATTEST_AUTH_SCHEME;
+type Scheme = typeof UPLOAD_AUTH_SCHEME | typeof ATTEST_AUTH_SCHEME | typeof LOG_AUTH_SCHEME;
 
 export interface BuilderAuth {
   builder: string;
@@ -37,6 +39,10 @@ export function attestAuthText(contentLength: number, ts: number): string {
   return `nix-quorum-attest-v1;${contentLength};${ts}`;
 }
 
+export function logAuthText(drvPath: string, fileHash: NarHash, fileSize: number, ts: number): string {
+  return `nix-quorum-log-v1;${drvPath};${fileHash};${fileSize};${ts}`;
+}
+
 function header(scheme: Scheme, key: SecretKey, text: (ts: number) => string, now: number): string {
   const ts = Math.floor(now / 1000);
   return `${scheme} builder=${key.name},ts=${ts},sig=${signRaw(key, text(ts)).toString('base64')}`;
@@ -50,7 +56,11 @@ export function attestAuthHeader(key: SecretKey, body: Uint8Array, now = Date.no
   return header(ATTEST_AUTH_SCHEME, key, (ts) => attestAuthText(body.length, ts), now);
 }
 
-const WHAT: Record<Scheme, string> = { [UPLOAD_AUTH_SCHEME]: 'NAR uploads', [ATTEST_AUTH_SCHEME]: 'attestation submissions' };
+export function logAuthHeader(key: SecretKey, drvPath: string, fileHash: NarHash, fileSize: number, now = Date.now()): string {
+  return header(LOG_AUTH_SCHEME, key, (ts) => logAuthText(drvPath, fileHash, fileSize, ts), now);
+}
+
+const WHAT: Record<Scheme, string> = { [UPLOAD_AUTH_SCHEME]: 'NAR uploads', [ATTEST_AUTH_SCHEME]: 'attestation submissions', [LOG_AUTH_SCHEME]: 'build log uploads' };
 
 /** Reads the header of `scheme`; a request without one is refused with 401 (no body is read). */
 export function parseBuilderAuth(scheme: Scheme, value: string | undefined): BuilderAuth {

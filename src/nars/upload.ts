@@ -1,14 +1,15 @@
 import { createHash, type Hash } from 'node:crypto';
-import { PassThrough, Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Transform, type Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import type { BlobStore } from '../blobstore/blobStore.js';
+import { verifiedPut } from '../blobstore/verifiedPut.js';
 import { compressStream, fileExtension, type CompressionMethod } from '../blobstore/compression.js';
 import { QuorumError } from '../errors.js';
 import { narHashFromDigest, narHashDigest, type NarHash } from '../nix/hash.js';
 import { nix32Encode } from '../nix/nix32.js';
 import { NarVerifier } from '../nix/nar/index.js';
 import type { NarCatalog, NarRecord } from './catalog.js';
+import { NarListings } from './listings.js';
 
 /** Blob key of a stored NAR: content-addressed by narHash, so uploads dedupe. */
 export function narBlobKey(narHash: NarHash, compression: CompressionMethod): string {
@@ -44,13 +45,15 @@ export interface UploadRequest {
   body: Readable;
   compression: CompressionMethod;
   uploadedBy: number | null;
+  /** Where the NAR's files are recorded (for `.ls` and reproducibility diffs). */
+  listings: NarListings;
 }
 
 /**
  * Streams an uploaded NAR through validation, hashing and compression into the blob store.
  * The bytes are parsed as a NAR while they arrive; if the NAR is malformed, or its hash or size
  * differ from the claim, the stream fails before the blob store commits, so nothing is kept.
- * The catalogue row is written only after the blob is durable.
+ * The catalogue row is written only after the blob is durable, with the NAR's listing if asked for.
  */
 export async function uploadNar(store: BlobStore, catalog: NarCatalog, req: UploadRequest): Promise<{ created: boolean; record: NarRecord }> {
   const existing = catalog.get(req.narHash);
@@ -58,7 +61,7 @@ export async function uploadNar(store: BlobStore, catalog: NarCatalog, req: Uplo
     req.body.resume();
     return { created: false, record: existing };
   }
-  const verifier = new NarVerifier();
+  const verifier = new NarVerifier({ listing: true });
   // Checks the claim when the NAR ends, before the compressor flushes, so a mismatch aborts the put.
   const claim = new Transform({
     transform: (chunk, _enc, done) => done(null, chunk),
@@ -71,17 +74,8 @@ export async function uploadNar(store: BlobStore, catalog: NarCatalog, req: Uplo
     },
   });
   const digest = new FileDigest(req.compression === 'none');
-  const out = new PassThrough();
-  const flowing = pipeline(req.body, verifier, claim, compressStream(req.compression), digest, out);
   const key = narBlobKey(req.narHash, req.compression);
-  const [flowed, stored] = await Promise.allSettled([flowing, store.put(key, out)]);
-  // Defence in depth: a store must abort on a failed body, but bytes that failed checks never stay.
-  if (flowed.status === 'rejected' && stored.status === 'fulfilled') await store.delete(key);
-  // A validation error explains a failure best; otherwise the store's own error (a failed put also
-  // tears the pipeline down, which would only say "premature close").
-  if (flowed.status === 'rejected' && flowed.reason instanceof QuorumError) throw flowed.reason;
-  if (stored.status === 'rejected') throw stored.reason;
-  if (flowed.status === 'rejected') throw flowed.reason;
+  await verifiedPut(store, key, req.body, [verifier, claim, compressStream(req.compression), digest]);
   const record = {
     narHash: req.narHash,
     narSize: req.narSize,
@@ -92,6 +86,12 @@ export async function uploadNar(store: BlobStore, catalog: NarCatalog, req: Uplo
     fileSize: digest.size,
     fileCrc32: digest.crc,
   };
-  catalog.add(record, req.uploadedBy);
+  const listing = verifier.listing;
+  const encoded = listing && (await NarListings.encode(listing));
+  // One transaction: a NAR is never catalogued without the listing it was uploaded with.
+  req.listings.db.transaction(() => {
+    catalog.add(record, req.uploadedBy);
+    if (encoded) req.listings.put(req.narHash, listing.length, encoded);
+  })();
   return { created: true, record: catalog.get(req.narHash)! };
 }

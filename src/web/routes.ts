@@ -5,6 +5,10 @@ import { QuorumError } from '../errors.js';
 import { parseHashPart } from '../nix/storePath.js';
 import { PROJECT_ROOT } from '../paths.js';
 import type { Service } from '../service.js';
+import { BuildLogs } from '../logs/buildLogs.js';
+import { diffData } from './diff.js';
+import { leafData } from './leaf.js';
+import { leafPage } from './pages/leaf.js';
 import { buildersData, conflictsData, logData, overviewData, parseCursor, pathData, searchData, type WebContext } from './model.js';
 import { buildersPage } from './pages/builders.js';
 import { conflictsPage } from './pages/conflicts.js';
@@ -45,7 +49,7 @@ const queryString = (req: Request, name: string): string => {
 };
 
 /**
- * The web ledger pages (`/`, `/search`, `/paths/<hashpart>`, `/builders`, `/conflicts`, `/log`),
+ * The web ledger pages (`/`, `/search`, `/paths/<hashpart>`, `/builders`, `/conflicts`, `/transparency-log`, `/leaves/<index>`),
  * their JSON under /api/v1 and the static assets, over one web index of the service's ledger.
  */
 export function webRoutes(service: Service): Router {
@@ -54,6 +58,20 @@ export function webRoutes(service: Service): Router {
   index.catchUpLater();
   service.ingestor.onCommit((batch) => index.indexCommit(batch));
   service.ingestor.onCommitted(() => index.committed());
+
+  const buildLogs = new BuildLogs(service.db);
+  const requirePath = (text: string, after?: number) => {
+    const hashPart = parseHashPart(text, 'hashPart');
+    const data = pathData(ctx, hashPart, after);
+    if (!data) throw new QuorumError('not-found', `no builder has attested hash part ${hashPart}`, { field: 'hashPart' });
+    return data;
+  };
+  const requireLeaf = (text: unknown) => {
+    if (typeof text !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(text)) throw new QuorumError('bad-query', 'a leaf index is a non-negative integer', { field: 'index' });
+    const leaf = leafData(service, Number(text));
+    if (!leaf) throw new QuorumError('not-found', `the log has ${service.log.size()} entries, none with index ${text}`, { field: 'index' });
+    return leaf;
+  };
 
   async function indexed(): Promise<void> {
     if (index.logSize() - index.indexed() <= AWAIT_BACKLOG) await index.catchUp();
@@ -70,12 +88,7 @@ export function webRoutes(service: Service): Router {
     await indexed();
     res.json(searchData(ctx, queryString(req, 'q'), before));
   });
-  api.get('/paths/:hashPart/summary', (req, res) => {
-    const hashPart = parseHashPart(String(req.params.hashPart), 'hashPart');
-    const data = pathData(ctx, hashPart, parseCursor(req.query.after, 'after'));
-    if (!data) throw new QuorumError('not-found', `no builder has attested hash part ${hashPart}`, { field: 'hashPart' });
-    res.json(data);
-  });
+  api.get('/paths/:hashPart/summary', (req, res) => res.json(requirePath(String(req.params.hashPart), parseCursor(req.query.after, 'after'))));
   api.get('/builders/stats', async (_req, res) => {
     await indexed();
     res.json(buildersData(ctx));
@@ -86,6 +99,8 @@ export function webRoutes(service: Service): Router {
     const { unreproduced, unreproducedTotal, next, index: progress } = conflictsData(ctx, before);
     res.json({ unreproduced, total: unreproducedTotal, next, index: progress });
   });
+  api.get('/paths/:hashPart/diff', async (req, res) => res.json(await diffData(service, requirePath(String(req.params.hashPart)))));
+  api.get('/leaves/:index', (req, res) => res.json(requireLeaf(req.params.index)));
   api.get('/log/checkpoints', (_req, res) => res.json(logData(ctx)));
 
   const pages = Router();
@@ -98,12 +113,14 @@ export function webRoutes(service: Service): Router {
     await indexed();
     sendPage(res, searchPage(searchData(ctx, queryString(req, 'q'), before), before));
   });
-  pages.get('/paths/:hashPart', (req, res) => {
+  pages.get('/paths/:hashPart', async (req, res) => {
     const hashPart = parseHashPart(String(req.params.hashPart), 'hash part');
     const data = pathData(ctx, hashPart, parseCursor(req.query.after, 'after'));
-    if (!data) sendPage(res, errorPage(404, `No builder has attested hash part ${hashPart} in this ledger.`), 404);
-    else sendPage(res, pathPage(data));
+    if (!data) return sendPage(res, errorPage(404, `No builder has attested hash part ${hashPart} in this ledger.`), 404);
+    const logs = buildLogs.builders([...new Set(data.outputs.flatMap((o) => o.attestations.map((a) => a.drvPath)))]);
+    sendPage(res, pathPage(data, { diff: await diffData(service, data), logs }));
   });
+  pages.get('/leaves/:index', (req, res) => sendPage(res, leafPage(requireLeaf(req.params.index))));
   pages.get('/builders', async (_req, res) => {
     await indexed();
     sendPage(res, buildersPage(buildersData(ctx)));
@@ -113,7 +130,9 @@ export function webRoutes(service: Service): Router {
     await indexed();
     sendPage(res, conflictsPage(conflictsData(ctx, before), before));
   });
-  pages.get('/log', (_req, res) => sendPage(res, logPage(logData(ctx))));
+  // /log/<drv> is a build log, as Nix fetches it from a binary cache (src/logs/routes.ts).
+  pages.get('/log', (_req, res) => res.redirect(301, '/transparency-log'));
+  pages.get('/transparency-log', (_req, res) => sendPage(res, logPage(logData(ctx))));
   pages.get('/assets/:file', (req, res) => {
     const file = ASSET_FILES[String(req.params.file)];
     if (!file) throw new QuorumError('not-found', `no asset ${String(req.params.file)}`);

@@ -1,8 +1,8 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeFromNixConfig } from '../../src/builder/nix.js';
-import { builderConfig, builderKey, hookConfig, serverOf, spoolOf, storeOf } from '../../src/builder/settings.js';
+import { builderConfig, builderKey, defaultKeyFile, hookConfig, serverOf, spoolOf, storeOf } from '../../src/builder/settings.js';
 import { formatSecretKey, generateSecretKey } from '../../src/nix/keys.js';
 import { tempDir } from '../helpers/nix.js';
 
@@ -48,7 +48,14 @@ describe('builder settings', () => {
   it('loads the key, or says which setting to fix', async () => {
     expect(builderKey(await builderConfig({ keyFile }, {})).name).toBe(key.name);
     const none = await builderConfig({}, {});
-    expect(() => builderKey(none)).toThrow(expect.objectContaining({ code: 'no-key', message: expect.stringMatching(/NIX_QUORUM_KEY_FILE.*nix-quorum keygen/) }));
+    expect(() => builderKey(none, {})).toThrow(expect.objectContaining({ code: 'no-key', message: expect.stringMatching(/there is no \/.*builder\.secret.*nix-quorum keygen.*NIX_QUORUM_KEY_FILE/) }));
+    // Without a setting, the key is where a standard setup puts it.
+    const home = join(dir, 'home');
+    mkdirSync(join(home, 'nix-quorum'), { recursive: true });
+    writeFileSync(defaultKeyFile({ XDG_CONFIG_HOME: home }, false), formatSecretKey(key));
+    expect(builderKey(none, { XDG_CONFIG_HOME: home }, false).name).toBe(key.name);
+    expect(defaultKeyFile({}, true)).toBe('/etc/nix-quorum/builder.secret');
+    expect(defaultKeyFile({}, false)).toMatch(/\/\.config\/nix-quorum\/builder\.secret$/);
     const missing = await builderConfig({ keyFile: join(dir, 'missing') }, {});
     expect(() => builderKey(missing)).toThrow(expect.objectContaining({ code: 'bad-key', message: expect.stringMatching(/cannot read the builder key file .*missing.*ENOENT/) }));
     const publicOnly = join(dir, 'key.public');

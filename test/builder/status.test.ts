@@ -1,7 +1,11 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QuorumClient } from '../../src/builder/remote.js';
-import { formatPathStatus, hashPartOfArgument, parsePathStatus } from '../../src/builder/status.js';
+import { hashPartOfArgument, parsePathStatus, servingOf, statusJson } from '../../src/builder/status.js';
+import { formatPathStatus } from '../../src/cli/status.js';
+import { uploadAuthHeader } from '../../src/http/builderAuth.js';
+import { narHashFromDigest, sha256 } from '../../src/nix/hash.js';
+import { encodeStrings, NAR_MAGIC } from '../../src/nix/nar/index.js';
 import { parseAttestation } from '../../src/ledger/attestation.js';
 import { generateSecretKey } from '../../src/nix/keys.js';
 import { hashPartOf } from '../../src/nix/storePath.js';
@@ -39,25 +43,40 @@ describe('status of a path, from a real server', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('explains each policy\'s decision with its reason and lists who signed what', async () => {
+  it('explains each policy\'s decision, whether it is served and why not, and lists who signed what', async () => {
     const outPath = randomStorePath('hello');
-    const narHash = randomNarHash();
+    const nar = encodeStrings(NAR_MAGIC, '(', 'type', 'regular', 'contents', `${Math.random()}\n`, ')');
+    const narHash = narHashFromDigest(sha256(nar));
     const other = randomNarHash();
     await server.service.ingestor.submit([
-      parseAttestation(signedAttestation(a!, { outPath, narHash })),
-      parseAttestation(signedAttestation(b!, { outPath, narHash })),
+      parseAttestation(signedAttestation(a!, { outPath, narHash, narSize: nar.length })),
+      parseAttestation(signedAttestation(b!, { outPath, narHash, narSize: nar.length })),
     ]);
     const client = new QuorumClient(server.url);
-    const agreed = formatPathStatus(parsePathStatus(await client.path(hashPartOf(outPath))));
-    expect(agreed).toContain(`${outPath}\n`);
-    expect(agreed).toMatch(/policy default: QUORUM: 2 of 3 trusted keys agree \(threshold 2\)/);
-    expect(agreed).toContain(`content: ${narHash}, 1234 bytes`);
-    expect(agreed).toContain('agreeing: status-a-1, status-b-1; missing: status-c-1');
-    expect(agreed).toMatch(/attestations \(2\):\n {4}#\d+ status-a-1: /);
+    const show = async () => {
+      const status = parsePathStatus(await client.path(hashPartOf(outPath)));
+      const serving = await servingOf(client, status);
+      return { text: formatPathStatus(status, serving), json: statusJson(status, serving) as { paths: Array<{ decisions: Array<{ served: boolean; notServedBecause: string | null }> }> } };
+    };
+    // Quorum, but nobody uploaded the NAR: not served, and it says what to run.
+    const unserved = await show();
+    expect(unserved.text).toContain(`${outPath}\n`);
+    expect(unserved.text).toMatch(/^ {2}POLICY +STATUS +SERVED +REASON$/m);
+    expect(unserved.text).toMatch(new RegExp(`^ {2}default +QUORUM +no: its NAR was never uploaded: on a builder that has the path, run \`nix-quorum submit --upload ${outPath}\` +2 of 3 trusted keys agree \\(threshold 2\\)$`, 'm'));
+    expect(unserved.text).toContain(`default: content: ${narHash}, ${nar.length} bytes; agreeing: status-a-1, status-b-1; missing: status-c-1`);
+    expect(unserved.text).toMatch(/attestations \(2\):\n {4} *LEAF +BUILDER +NAR HASH +BYTES +DERIVATION\n {4} *#\d+ +status-a-1 /);
+    expect(unserved.json.paths[0]!.decisions[0]).toMatchObject({ served: false, notServedBecause: expect.stringMatching(/never uploaded/) });
 
-    await server.service.ingestor.submit([parseAttestation(signedAttestation(c!, { outPath, narHash: other }))]);
-    const blocked = formatPathStatus(parsePathStatus(await client.path(hashPartOf(outPath))));
-    expect(blocked).toMatch(/policy default: BLOCKED: .*dissenting: status-c-1/);
+    const put = await fetch(`${server.url}/api/v1/nars/${narHash}`, { method: 'PUT', body: new Uint8Array(nar), headers: { authorization: uploadAuthHeader(a!, narHash, nar.length) } });
+    expect(put.status).toBe(201);
+    const served = await show();
+    expect(served.text).toMatch(/^ {2}default +QUORUM +yes +2 of 3 trusted keys agree/m);
+    expect(served.json.paths[0]!.decisions[0]).toMatchObject({ served: true, notServedBecause: null });
+
+    await server.service.ingestor.submit([parseAttestation(signedAttestation(c!, { outPath, narHash: other, narSize: nar.length }))]);
+    const blocked = (await show()).text;
+    expect(blocked).toMatch(/^ {2}default +BLOCKED +no: blocked +blocked \(onConflict: block\)/m);
+    expect(blocked).toMatch(/dissenting: status-c-1/);
   });
 
   it('says so when nobody attested the path yet', async () => {

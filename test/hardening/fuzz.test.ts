@@ -88,6 +88,19 @@ describe('fuzzing every route', () => {
         '/api/v1/attestations',
         `/api/v1/nars/${junk()}`,
         `/api/v1/nars/sha256:${'0'.repeat(52)}`,
+        `/api/v1/nars/${randomNarHash()}`,
+        `/api/v1/paths/${junk()}/diff`,
+        `/api/v1/paths/${hashPart}/diff`,
+        `/api/v1/leaves/${junk()}`,
+        `/api/v1/logs/${junk()}/${junk()}`,
+        `/api/v1/logs/${hashPart}-x.drv/alice-1`,
+        `/log/${junk()}`,
+        `/log/${hashPart}-x.drv?builder=${junk()}`,
+        `/policy/${junk()}/log/${junk()}`,
+        `/${junk()}.ls`,
+        `/${hashPart}.ls`,
+        `/leaves/${junk()}`,
+        '/transparency-log',
         `/search?q=${junk()}&before=${junk()}`,
         `/api/v1/search?q=${junk()}`,
         `/paths/${junk()}?after=${junk()}`,
@@ -113,6 +126,7 @@ describe('fuzzing every route', () => {
         attestAuthHeader(stranger, body),
         attestAuthHeader(alice, Buffer.from('another body')),
         `NixQuorum-Upload builder=alice-1,ts=${Math.floor(Date.now() / 1000)},sig=${Buffer.alloc(64).toString('base64')}`,
+        `NixQuorum-Log builder=alice-1,ts=${Math.floor(Date.now() / 1000)},sig=${Buffer.alloc(64).toString('base64')}`,
         junk(),
       ]);
     const statuses = new Map<number, number>();
@@ -125,6 +139,7 @@ describe('fuzzing every route', () => {
         const headers: Record<string, string> = { connection: 'close', 'content-type': r.pick(['application/json', 'text/plain', junk()]), 'content-length': String(length) };
         const a = auth(body);
         if (a !== undefined) headers.authorization = a;
+        if (r.int(4) === 0) headers['content-digest'] = `sha-256=:${createHash('sha256').update(body).digest('base64')}:`;
         if (r.int(8) === 0) headers['content-encoding'] = r.pick(['gzip', 'br', junk()]);
         const method = r.pick(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
         const path = paths();

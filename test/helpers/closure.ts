@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { PROJECT_ROOT } from '../../src/paths.js';
 import { chrootBuildFlags, nix, nixEnv } from './nix.js';
 import { CLI } from './server.js';
 
@@ -71,15 +72,26 @@ export function writeClosure(dir: string, spec: ClosureSpec): Closure {
 
 const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** The README's hook script (examples/nix-quorum-hook.sh): every test build runs it. */
+export const EXAMPLE_HOOK = join(PROJECT_ROOT, 'examples', 'nix-quorum-hook.sh');
+
+/** A directory holding `nix-quorum`, running this checkout's build, to put on PATH (tests run after `npm run build`). */
+export function cliBinDir(dir: string): string {
+  const bin = join(dir, 'cli-bin');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(join(bin, 'nix-quorum'), `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(CLI)} "$@"\n`, { mode: 0o755 });
+  return bin;
+}
+
 /**
- * A post-build-hook script running `nix-quorum hook` of this checkout's build (tests run after
- * `npm run build`) with the given environment
- * (e.g. NIX_QUORUM_KEY_FILE, NIX_QUORUM_SPOOL). Nix runs hooks with its own environment, which
- * already carries `store = …` in NIX_CONFIG for a chroot store.
+ * A post-build-hook that runs the README's hook script with the given environment (e.g.
+ * NIX_QUORUM_KEY_FILE, NIX_QUORUM_SPOOL) and this checkout's CLI first on PATH. Nix runs hooks with
+ * its own environment, which already carries `store = …` in NIX_CONFIG for a chroot store.
  */
 export function writeHookScript(file: string, env: Record<string, string>): string {
   const exports = Object.entries(env).map(([k, v]) => `export ${k}=${shellQuote(v)}`);
-  writeFileSync(file, ['#!/bin/sh', ...exports, `exec ${shellQuote(process.execPath)} ${shellQuote(CLI)} hook`, ''].join('\n'));
+  const bin = cliBinDir(dirname(file));
+  writeFileSync(file, ['#!/bin/sh', ...exports, `export PATH=${shellQuote(bin)}:"$PATH"`, `exec /bin/sh ${shellQuote(EXAMPLE_HOOK)}`, ''].join('\n'));
   chmodSync(file, 0o755);
   return file;
 }

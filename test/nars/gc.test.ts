@@ -9,6 +9,7 @@ import { FsBlobStore } from '../../src/blobstore/fs.js';
 import { parseAttestation } from '../../src/ledger/attestation.js';
 import { createLogger } from '../../src/log.js';
 import { NarCatalog } from '../../src/nars/catalog.js';
+import { NarListings } from '../../src/nars/listings.js';
 import { collectGarbage, GC_GRACE_MS, narHashOfBlobKey, type GcResult } from '../../src/nars/gc.js';
 import { narBlobKey, uploadNar } from '../../src/nars/upload.js';
 import { narHashFromDigest, sha256, type NarHash } from '../../src/nix/hash.js';
@@ -62,7 +63,7 @@ class World {
   }
 
   async upload(nar: Nar): Promise<string> {
-    const { record } = await uploadNar(this.blobs, this.catalog, { narHash: nar.narHash, narSize: nar.narSize, body: Readable.from([nar.bytes]), compression: 'br', uploadedBy: null });
+    const { record } = await uploadNar(this.blobs, this.catalog, { narHash: nar.narHash, narSize: nar.narSize, body: Readable.from([nar.bytes]), compression: 'br', uploadedBy: null, listings: new NarListings(this.service.db) });
     return record.blobKey;
   }
 

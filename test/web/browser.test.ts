@@ -5,10 +5,16 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { parseAttestation } from '../../src/ledger/attestation.js';
 import { statementText, type Attestation } from '../../src/ledger/statement.js';
 import { encodeLeaf } from '../../src/ledger/leaf.js';
+import { brotliCompressSync } from 'node:zlib';
+import { QuorumClient } from '../../src/builder/remote.js';
+import { uploadAuthHeader } from '../../src/http/builderAuth.js';
+import { narHashFromDigest, sha256 } from '../../src/nix/hash.js';
 import { generateSecretKey, signRaw } from '../../src/nix/keys.js';
+import { encodeStrings } from '../../src/nix/nar/index.js';
+import type { StorePath } from '../../src/nix/storePath.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
-import { describeChromium, launchChromium } from '../helpers/chromium.js';
+import { describeChromium, launchChromium, verification } from '../helpers/chromium.js';
 import { tempDir } from '../helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { addBuilder } from '../../src/app/builders.js';
@@ -34,6 +40,8 @@ describeChromium('web pages in Chromium', () => {
   const helloHash = randomNarHash();
   const disputed = randomStorePath('openssl-3.0.13');
   const evilPath = randomStorePath('placeholder').replace(/placeholder$/, EVIL_NAME);
+  const rebuilt = randomStorePath('tool-1.4');
+  const rebuiltDrv = `${randomStorePath('tool-1.4')}.drv` as StorePath;
   const hashPart = (p: string) => p.slice(11, 43);
 
   const submit = (items: unknown[]) => server.service.ingestor.submit(items.map((x) => parseAttestation(x)));
@@ -48,6 +56,7 @@ describeChromium('web pages in Chromium', () => {
     await submit([signedAttestation(alice, { outPath: glibc, narHash: randomNarHash() }), signedAttestation(bob, { outPath: disputed, narHash: randomNarHash() })]);
     await submit([signedAttestation(carol, { outPath: disputed, narHash: randomNarHash() })]);
     writeUnvalidated();
+    await uploadDisagreement();
     server.service.checkpoints.publish();
   });
   afterAll(async () => {
@@ -55,6 +64,26 @@ describeChromium('web pages in Chromium', () => {
     await server?.close();
     rmSync(dir, { recursive: true, force: true });
   });
+
+  /**
+   * Two builders who built `rebuilt` differently, with both NARs uploaded (so the page shows which
+   * files differ) and alice's build log delivered.
+   */
+  async function uploadDisagreement(): Promise<void> {
+    const nar = (buildId: string) =>
+      encodeStrings('nix-archive-1', '(', 'type', 'directory',
+        'entry', '(', 'name', 'bin', 'node', '(', 'type', 'directory', 'entry', '(', 'name', 'tool', 'node', '(', 'type', 'regular', 'executable', '', 'contents', '#!/bin/sh\necho tool\n', ')', ')', ')', ')',
+        'entry', '(', 'name', 'share', 'node', '(', 'type', 'directory', 'entry', '(', 'name', 'build-id', 'node', '(', 'type', 'regular', 'contents', buildId, ')', ')', ')', ')',
+        ')');
+    for (const [key, buildId] of [[alice, 'built at 1717171717\n'], [bob, 'built at 1727272727 on another machine\n']] as const) {
+      const bytes = nar(buildId);
+      const narHash = narHashFromDigest(sha256(bytes));
+      await submit([signedAttestation(key, { outPath: rebuilt, narHash, narSize: bytes.length, drvPath: rebuiltDrv })]);
+      const put = await fetch(`${server.url}/api/v1/nars/${narHash}`, { method: 'PUT', body: new Uint8Array(bytes), headers: { authorization: uploadAuthHeader(key, narHash, bytes.length) } });
+      expect(put.status).toBe(201);
+    }
+    await new QuorumClient(server.url).putLog(rebuiltDrv, alice, brotliCompressSync(Buffer.from(`building '${rebuiltDrv}'...\nbuilt at 1717171717\n`)));
+  }
 
   /** An attestation the API would refuse (markup in the name and output), signed and logged like any other. */
   function writeUnvalidated(): void {
@@ -101,14 +130,6 @@ describeChromium('web pages in Chromium', () => {
       document.addEventListener('securitypolicyviolation', (e) => ((window as unknown as { __csp: string[] }).__csp ??= []).push(`${e.violatedDirective} ${e.blockedURI}`));
     });
     return { context, page, requests, dialogs, errors };
-  }
-
-  /** Waits until the path page's script has finished checking every row. */
-  async function verification(page: Page): Promise<Array<{ builder: string; state: string; text: string }>> {
-    await page.waitForFunction(() => document.querySelectorAll('tr[data-leaf]').length > 0 && [...document.querySelectorAll('tr[data-leaf]')].every((r) => r.getAttribute('data-verified') === 'ok' || r.getAttribute('data-verified') === 'fail'), undefined, { timeout: 60_000 });
-    return page.$$eval('tr[data-leaf]', (rows) =>
-      rows.map((r) => ({ builder: r.querySelector('[data-field="builder"]')!.textContent!, state: r.getAttribute('data-verified')!, text: r.querySelector('[data-verify]')!.textContent! })),
-    );
   }
 
   async function expectNothingInjected(page: Page, pwned: { dialogs: string[] }): Promise<void> {
@@ -204,12 +225,27 @@ describeChromium('web pages in Chromium', () => {
     expect(await verification(page)).toEqual([{ builder: 'alice-1', state: 'ok', text: 'verified in your browser' }]);
     await expectNothingInjected(page, { dialogs });
 
-    for (const path of ['/', '/log', '/conflicts', '/builders']) {
+    for (const path of ['/', '/transparency-log', '/conflicts', '/builders', '/leaves/0', `/paths/${hashPart(rebuilt)}`]) {
       await page.goto(`${server.url}${path}`);
       await expectNothingInjected(page, { dialogs });
     }
     await page.goto(`${server.url}/`);
     expect(await page.textContent('h1')).toBe(`Ledger ${ORIGIN}`);
+    await context.close();
+  });
+
+  it('shows which files two builders\' NARs differ in, links both NARs and the build log', async () => {
+    const { context, page, errors } = await open();
+    await page.goto(`${server.url}/paths/${hashPart(rebuilt)}`);
+    expect((await verification(page)).map((r) => r.state)).toEqual(['ok', 'ok']);
+    expect(await page.textContent('table.diff caption')).toBe('1 file differs between groups A, B');
+    expect(await page.$$eval('table.diff tbody tr td:first-child', (tds) => tds.map((td) => td.textContent))).toEqual(['share/build-id']);
+    const log = await (await page.request.get(`${server.url}${await page.getAttribute('a:text("build log")', 'href')}`)).text();
+    expect(log).toContain('built at 1717171717');
+    const nars = await page.$$eval('a[download]', (as) => as.map((a) => a.getAttribute('href')));
+    expect(nars).toHaveLength(2);
+    for (const href of nars) expect((await page.request.get(`${server.url}${href}`)).headers()['content-type']).toBe('application/x-nix-nar');
+    expect(errors).toEqual([]);
     await context.close();
   });
 
@@ -237,7 +273,10 @@ describeChromium('web pages in Chromium', () => {
         ['path-conflict', `/paths/${hashPart(disputed)}`],
         ['builders', '/builders'],
         ['conflicts', '/conflicts'],
-        ['log', '/log'],
+        ['log', '/transparency-log'],
+        ['path-diff', `/paths/${hashPart(rebuilt)}`],
+        ['leaf', `/leaves/${server.service.db.prepare('SELECT MIN(leaf_index) FROM attestations WHERE out_path = ?').pluck().get(hello)}`],
+        ['leaf-operator', '/leaves/0'],
       ];
       for (const [name, path] of pages) {
         await page.goto(`${server.url}${path}`);

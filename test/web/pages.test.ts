@@ -4,6 +4,7 @@ import { parseAttestation } from '../../src/ledger/attestation.js';
 import { generateSecretKey } from '../../src/nix/keys.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { escapeHtml, html } from '../../src/web/html.js';
+import type { LeafData } from '../../src/web/leaf.js';
 import type { BuilderData, ConflictsData, OverviewData, PathData, SearchData } from '../../src/web/model.js';
 import { parseSearchQuery, PAGE_SIZE } from '../../src/web/model.js';
 import { tempDir } from '../helpers/nix.js';
@@ -173,6 +174,52 @@ describe('web pages and their JSON', () => {
     expect((await json<PathData>(`/api/v1/paths/${hashPart(hello)}/summary`)).outputs[0]!.decisions[0]!.served).toBe(true);
   });
 
+  it('names no builder as agreeing when only one signed the leading content', async () => {
+    const { body } = await get(`/paths/${hashPart(lonely)}`);
+    expect(body).toContain('<td data-label="Agreeing"><span class="muted">nobody: only</span> alice-1 <span class="muted">signed its content</span></td>');
+    expect((await get(`/paths/${hashPart(hello)}`)).body).toContain('<td data-label="Agreeing">alice-1, bob-1, carol-1</td>');
+  });
+
+  it('says in which order search results are, and they are in it', async () => {
+    const { body } = await get('/search?q=pagetest');
+    expect(body).toContain('the paths that first appeared in the log most recently first');
+    const d = await json<SearchData>('/api/v1/search?q=pagetest');
+    expect(d.results.map((r) => r.outPath)).toEqual([...paged].reverse().slice(0, PAGE_SIZE));
+  });
+
+  it('leaf page: every leaf number links to its entry, decoded, with its hash and inclusion proof', async () => {
+    const d = await json<PathData>(`/api/v1/paths/${hashPart(hello)}/summary`);
+    const a = d.outputs[0]!.attestations[0]!;
+    expect((await get(`/paths/${hashPart(hello)}`)).body).toContain(`<a href="/leaves/${a.leafIndex}" title="the log entry, its fields and inclusion proof">`);
+    const leaf = await json<LeafData>(`/api/v1/leaves/${a.leafIndex}`);
+    const { entries } = await json<{ entries: Array<{ leaf: string }> }>(`/api/v1/log/entries?start=${a.leafIndex}&end=${a.leafIndex + 1}`);
+    expect(leaf.base64).toBe(entries[0]!.leaf);
+    expect(leaf.lines.join('\n')).toBe(Buffer.from(entries[0]!.leaf, 'base64').toString('utf8'));
+    expect(leaf.kind).toBe('nix-quorum-attestation-v1');
+    expect(Object.fromEntries(leaf.fields.map((f) => [f.name, f.value]))).toMatchObject({ derivation: helloDrv, 'output path': hello, 'NAR hash': helloHash, 'builder key': 'alice-1', 'signature (base64)': a.signature });
+    // The leaf hash is RFC 9162's, and the proof leads from it to the checkpoint's root.
+    const { createHash } = await import('node:crypto');
+    const h = (...parts: Buffer[]) => createHash('sha256').update(Buffer.concat(parts)).digest();
+    expect(leaf.leafHash).toBe(h(Buffer.from([0]), Buffer.from(leaf.base64, 'base64')).toString('base64'));
+    const inclusion = await json<{ hashes: string[] }>(`/api/v1/log/proof/inclusion?index=${a.leafIndex}&size=${leaf.proof!.treeSize}`);
+    expect(leaf.proof!.hashes).toEqual(inclusion.hashes);
+    expect(leaf.proof!.checkpoint).toBe(server.service.checkpoints.latest()!.note);
+    const { body } = await get(`/leaves/${a.leafIndex}`);
+    expect(body).toContain(escapeHtml(helloDrv));
+    expect(body).toContain(leaf.leafHash);
+    for (const hash of leaf.proof!.hashes) expect(body).toContain(hash);
+    // The log operator's leaves read as theirs: the registry entry that added alice's key.
+    const { entries: all } = await json<{ entries: Array<{ index: number; kind: string; leaf: string }> }>(`/api/v1/log/entries?start=0&end=${d.treeSize}`);
+    const added = all.find((e) => e.kind === 'builder' && Buffer.from(e.leaf, 'base64').toString().startsWith('nix-quorum-builder-v1;add;alice-1;'))!;
+    const registry = await json<LeafData>(`/api/v1/leaves/${added.index}`);
+    expect(registry).toMatchObject({ kind: 'nix-quorum-builder-v1', builder: 'alice-1', outPath: null });
+    expect(Object.fromEntries(registry.fields.map((f) => [f.name, f.value]))).toMatchObject({ action: 'add', name: 'alice-1', 'public key (base64)': alice.publicKey.raw.toString('base64') });
+    expect((await get(`/leaves/${added.index}`)).body).toContain('A statement of the log operator about the builder key <strong>alice-1</strong>');
+    await json(`/api/v1/leaves/${d.treeSize + 100}`, 404);
+    await json('/api/v1/leaves/-1', 400);
+    expect((await get('/leaves/x', 400)).body).toContain('a leaf index is a non-negative integer');
+  });
+
   it('builders: attestations, agreement with the others, equivocations, last seen', async () => {
     const { builders } = await json<{ builders: BuilderData[] }>('/api/v1/builders/stats');
     const by = Object.fromEntries(builders.map((b) => [b.name, b]));
@@ -191,8 +238,11 @@ describe('web pages and their JSON', () => {
     expect(body).toMatch(/<strong>bob-1<\/strong>/);
   });
 
-  it('log: checkpoints, the log key and how to verify independently', async () => {
-    const { body } = await get('/log');
+  it('log: checkpoints, the log key and how to verify independently, at /transparency-log (/log redirects: /log/<drv> are build logs)', async () => {
+    const moved = await fetch(`${server.url}/log`, { redirect: 'manual' });
+    expect(moved.status).toBe(301);
+    expect(moved.headers.get('location')).toBe('/transparency-log');
+    const { body } = await get('/transparency-log');
     expect(body).toContain(escapeHtml(server.service.noteVerifierText.trim()));
     expect(body).toContain('nix-quorum verify --server');
     expect(body).toContain(escapeHtml(server.service.checkpoints.latest()!.note));
@@ -204,7 +254,7 @@ describe('web pages and their JSON', () => {
     expect(body).not.toContain('<script>alert');
     expect(body).not.toContain('<img src=x');
     expect(body).toContain(escapeHtml(evil));
-    for (const page of ['/', '/search?q=hello', `/paths/${hashPart(hello)}`, '/builders', '/conflicts', '/log']) {
+    for (const page of ['/', '/search?q=hello', `/paths/${hashPart(hello)}`, '/builders', '/conflicts', '/transparency-log', '/leaves/0']) {
       const { res, body: text } = await get(page);
       expect(res.headers.get('content-security-policy')).toMatch(/default-src 'none'/);
       const urls = [...text.matchAll(/\b(?:src|href|action)="([^"]*)"/g)].map((m) => m[1]!);

@@ -1,7 +1,8 @@
 /** NAR (Nix ARchive): write a filesystem path as a NAR, hash it, and validate untrusted NARs. */
 export { dumpNar, type DumpOptions } from './dump.js';
 export { hashPath, type NarDigest } from './hashPath.js';
-export { NarParser, NarVerifier, verifyNar } from './verify.js';
+export { MAX_LISTED_ENTRIES, NarParser, NarVerifier, verifyNar, type NarParserOptions } from './verify.js';
+export { nixListingJson, type NarEntry } from './listing.js';
 export {
   encodeString,
   encodeStrings,

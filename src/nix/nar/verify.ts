@@ -1,8 +1,9 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { QuorumError } from '../../errors.js';
 import { narHashFromDigest } from '../hash.js';
 import type { NarDigest } from './hashPath.js';
+import type { NarEntry } from './listing.js';
 import {
   invalidNameReason,
   MAX_DEPTH,
@@ -84,6 +85,16 @@ function maxLength(expect: Expect): number {
   }
 }
 
+/** A listing keeps every file in memory: a NAR with more files than this gets none (it is still verified). */
+export const MAX_LISTED_ENTRIES = 500_000;
+
+export interface NarParserOptions {
+  /** Record the NAR's files (`listing`). */
+  listing?: boolean;
+  /** No listing for a NAR of more files than this (default MAX_LISTED_ENTRIES). */
+  maxListed?: number;
+}
+
 /** The largest string body plus padding we ever collect. */
 const MAX_COLLECT = MAX_TARGET_BYTES + paddingFor(MAX_TARGET_BYTES);
 
@@ -95,9 +106,16 @@ const MAX_COLLECT = MAX_TARGET_BYTES + paddingFor(MAX_TARGET_BYTES);
  *
  * It is strict where old Nix versions were lenient (field order, duplicate fields): only the
  * canonical form that dumping produces is accepted, so a valid NAR has exactly one hash.
+ *
+ * With `listing`, it also records every file as it passes (listing.ts): path, type, size, offset of
+ * the contents in the NAR and their SHA-256. That costs a second hash pass over file contents.
  */
 export class NarParser {
   readonly #hash = createHash('sha256');
+  /** Files in NAR order (depth first, names sorted), when a listing was asked for and the NAR is not too big to list. */
+  #entries: NarEntry[] | undefined;
+  /** The regular file whose contents are being read, and their hash. */
+  #file: { entry: NarEntry; hash: Hash } | undefined;
   /** Bytes consumed so far, i.e. the offset of the next byte. */
   #offset = 0;
   #expect: Expect = 'magic';
@@ -115,6 +133,18 @@ export class NarParser {
   readonly #directories: Buffer[] = [];
   #failure: QuorumError | undefined;
   #result: NarDigest | undefined;
+
+  readonly #maxListed: number;
+
+  constructor(options: NarParserOptions = {}) {
+    if (options.listing) this.#entries = [];
+    this.#maxListed = options.maxListed ?? MAX_LISTED_ENTRIES;
+  }
+
+  /** The files of the NAR, once finish() succeeded, if the parser was made with `listing` (none past MAX_LISTED_ENTRIES files). */
+  get listing(): readonly NarEntry[] | undefined {
+    return this.#result ? this.#entries : undefined;
+  }
 
   update(chunk: Uint8Array): void {
     if (this.#failure) throw this.#failure;
@@ -153,6 +183,7 @@ export class NarParser {
     while (pos < chunk.length) {
       if (this.#phase === 'contents') {
         const n = Math.min(this.#contentsLeft, chunk.length - pos);
+        this.#file?.hash.update(chunk.subarray(pos, pos + n));
         pos += n;
         this.#offset += n;
         this.#contentsLeft -= n;
@@ -205,6 +236,12 @@ export class NarParser {
         }
         this.#contentsLeft = size;
         this.#itemLength = size;
+        if (this.#entries) {
+          const entry = this.#entries[this.#entries.length - 1]!;
+          entry.size = size;
+          entry.narOffset = this.#offset;
+          this.#file = { entry, hash: createHash('sha256') };
+        }
         if (size > 0) this.#phase = 'contents';
         else this.#afterContents();
         return;
@@ -222,6 +259,10 @@ export class NarParser {
   }
 
   #afterContents(): void {
+    if (this.#file) {
+      this.#file.entry.sha256 = this.#file.hash.digest('hex');
+      this.#file = undefined;
+    }
     const padding = paddingFor(this.#itemLength);
     if (padding > 0) {
       this.#phase = 'contents-padding';
@@ -255,9 +296,14 @@ export class NarParser {
         return;
       case 'type': {
         const type = value.toString('latin1');
-        if (type === 'regular') this.#expect = 'regular-tag';
-        else if (type === 'symlink') this.#expect = 'target-keyword';
-        else if (type === 'directory') {
+        if (type === 'regular') {
+          this.#record('regular');
+          this.#expect = 'regular-tag';
+        } else if (type === 'symlink') {
+          this.#record('symlink');
+          this.#expect = 'target-keyword';
+        } else if (type === 'directory') {
+          this.#record('directory');
           this.#directories.push(Buffer.alloc(0));
           this.#expect = 'directory-tag';
         } else {
@@ -273,6 +319,7 @@ export class NarParser {
         return;
       }
       case 'executable-value':
+        if (this.#entries) this.#entries[this.#entries.length - 1]!.executable = true;
         this.#expect = 'contents-keyword';
         return;
       case 'contents-keyword':
@@ -326,11 +373,23 @@ export class NarParser {
       case 'target':
         if (value.length === 0) throw this.#bad(`empty symlink target at byte ${at}`);
         if (value.includes(0)) throw this.#bad(`symlink target ${showBytes(value)} at byte ${at} contains a NUL byte`);
+        if (this.#entries) this.#entries[this.#entries.length - 1]!.target = value.toString('utf8');
         this.#expect = 'close';
         return;
       case 'end':
         throw new Error('unreachable: trailing data is refused before it is collected');
     }
+  }
+
+  /** A node of `type` starts at the current path: the last entry name of every open directory. */
+  #record(type: NarEntry['type']): void {
+    if (!this.#entries) return;
+    if (this.#entries.length >= this.#maxListed) {
+      this.#entries = undefined;
+      this.#file = undefined;
+      return;
+    }
+    this.#entries.push({ path: this.#directories.map((name) => name.toString('utf8')).join('/'), type });
   }
 
   #startContents(): void {
@@ -393,8 +452,18 @@ export async function verifyNar(source: AsyncIterable<Uint8Array>): Promise<NarD
  * has been emitted.
  */
 export class NarVerifier extends Transform {
-  readonly #parser = new NarParser();
+  readonly #parser: NarParser;
   #result: NarDigest | undefined;
+
+  constructor(options: NarParserOptions = {}) {
+    super();
+    this.#parser = new NarParser(options);
+  }
+
+  /** The NAR's files (see NarParser), after 'finish', if made with `listing`. */
+  get listing(): readonly NarEntry[] | undefined {
+    return this.#parser.listing;
+  }
 
   /** narHash and narSize, available after 'finish'. */
   get result(): NarDigest | undefined {

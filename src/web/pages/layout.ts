@@ -11,7 +11,7 @@ const NAV: Array<[Exclude<Section, 'search' | 'path'>, string, string]> = [
   ['overview', '/', 'Overview'],
   ['builders', '/builders', 'Builders'],
   ['conflicts', '/conflicts', 'Conflicts'],
-  ['log', '/log', 'Log'],
+  ['log', '/transparency-log', 'Log'],
 ];
 
 export interface PageOptions {
@@ -48,7 +48,7 @@ export function layout(options: PageOptions, body: HtmlValue): string {
 <main>
 ${body}
 </main>
-<footer><p>Everything here is also JSON under <a href="/api/v1/stats">/api/v1</a>. Do not take this server's word for it: <a href="/log">verify the log</a>.</p></footer>
+<footer><p>Everything here is also JSON under <a href="/api/v1/stats">/api/v1</a>. Do not take this server's word for it: <a href="/transparency-log">verify the log</a>.</p></footer>
 ${(options.scripts ?? []).map((s) => html`<script${s.module ? html` type="module"` : ''} src="${s.src}"></script>\n`)}
 </body>
 </html>
@@ -73,7 +73,7 @@ export function pathLink(storePath: string): Html {
 }
 
 export function leafLink(leaf: number): Html {
-  return html`<a href="/api/v1/log/entries?start=${leaf}&amp;end=${leaf + 1}" title="the raw log entry">${int(leaf)}</a>`;
+  return html`<a href="/leaves/${leaf}" title="the log entry, its fields and inclusion proof">${int(leaf)}</a>`;
 }
 
 const CLASS_TEXT: Record<PathClass, string> = {

@@ -16,7 +16,7 @@ ${indexNotice(d.index)}
       d.checkpoint
         ? html`size ${int(d.checkpoint.size)}, root <code class="hash">${d.checkpoint.rootHash}</code>, signed ${time(d.checkpoint.createdAt)}`
         : html`<span class="muted">none yet</span>`
-    } (<a href="/log">how to check it</a>)</dd>
+    } (<a href="/transparency-log">how to check it</a>)</dd>
 </dl>
 </section>
 <section aria-labelledby="paths-h">

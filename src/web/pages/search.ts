@@ -23,7 +23,7 @@ function describe(d: SearchData): Html {
     case 'hash-part':
       return html`<p>${d.results.length === 0 ? 'No output path or derivation' : `${d.results.length} output path${d.results.length === 1 ? '' : 's'}`} with hash part <code>${query.hashPart}</code>${d.results.length === 0 ? ' in this ledger.' : '.'}</p>`;
     case 'name':
-      return html`<p>${d.matches > d.countCap ? `More than ${int(d.countCap)}` : int(d.matches)} output path${d.matches === 1 ? '' : 's'} whose name contains “${query.text}”, newest first.</p>`;
+      return html`<p>${d.matches > d.countCap ? `More than ${int(d.countCap)}` : int(d.matches)} output path${d.matches === 1 ? '' : 's'} whose name contains “${query.text}”, the paths that first appeared in the log most recently first.</p>`;
   }
 }
 

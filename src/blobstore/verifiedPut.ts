@@ -1,0 +1,20 @@
+import { PassThrough, type Readable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { QuorumError } from '../errors.js';
+import type { BlobStore } from './blobStore.js';
+
+/**
+ * Streams `body` through `checks` (transforms that fail the stream on bad input) into the blob
+ * store under `key`; when anything fails, nothing stays under the key. The error that explains a
+ * failure best is thrown: a check's QuorumError, else the store's own (a failed put also tears the
+ * pipeline down, which would only say "premature close"), else the stream's.
+ */
+export async function verifiedPut(store: BlobStore, key: string, body: Readable, checks: Transform[], options?: { size?: number }): Promise<void> {
+  const out = new PassThrough();
+  const [flowed, stored] = await Promise.allSettled([pipeline([body, ...checks, out]), store.put(key, out, options)]);
+  // Defence in depth: a store must abort on a failed body, but bytes that failed checks never stay.
+  if (flowed.status === 'rejected' && stored.status === 'fulfilled') await store.delete(key);
+  if (flowed.status === 'rejected' && flowed.reason instanceof QuorumError) throw flowed.reason;
+  if (stored.status === 'rejected') throw stored.reason;
+  if (flowed.status === 'rejected') throw flowed.reason;
+}

@@ -1,0 +1,67 @@
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { PROJECT_ROOT } from '../src/paths.js';
+import { clientNixConf } from '../src/substituter/clientConfig.js';
+import { describeNix, nix } from './helpers/nix.js';
+
+/**
+ * examples/ holds the exact files the README shows; the README includes each one as a block right
+ * after a `<!-- examples/NAME -->` line, and the tests use the files. This keeps the three equal.
+ */
+const EXAMPLES = join(PROJECT_ROOT, 'examples');
+const example = (name: string) => readFileSync(join(EXAMPLES, name), 'utf8');
+const readme = readFileSync(join(PROJECT_ROOT, 'README.md'), 'utf8');
+
+function includedBlocks(): Array<{ name: string; body: string }> {
+  return [...readme.matchAll(/^<!-- examples\/([^ ]+) -->\n```[a-z]*\n([\s\S]*?)^```$/gm)].map((m) => ({ name: m[1]!, body: m[2]! }));
+}
+
+describe('the README\'s examples', () => {
+  it('shows every file of examples/, each exactly as it is', () => {
+    const blocks = includedBlocks();
+    expect(blocks.length).toBeGreaterThan(0);
+    for (const b of blocks) expect(b.body, `README block of examples/${b.name}`).toBe(example(b.name));
+    expect(new Set(blocks.map((b) => b.name))).toEqual(new Set(readdirSync(EXAMPLES)));
+    // A marker not followed by its block would escape the check above.
+    expect(readme.match(/<!-- examples\//g)).toHaveLength(blocks.length);
+  });
+
+  it('configures the server and the builder with files the config schema accepts', () => {
+    const server = loadConfig({ file: join(EXAMPLES, 'server.json'), env: {} });
+    expect(server.publicUrl).toBe('https://quorum.example.org');
+    const builder = loadConfig({ file: join(EXAMPLES, 'builder.json'), env: {} });
+    expect(builder.builder.server).toBe('https://quorum.example.org');
+    expect(JSON.parse(example('client.json'))).toMatchObject({ ledgers: ['https://quorum.example.org'], threshold: 2 });
+  });
+
+  it('gives clients the lines serve prints', () => {
+    const [first, keyLine] = example('client-nix.conf').split('\n');
+    const key = keyLine!.slice('extra-trusted-public-keys = '.length);
+    expect(first).toBe('extra-substituters = https://quorum.example.org');
+    expect(example('client-nix.conf')).toBe(`${clientNixConf('https://quorum.example.org', key).join('\n')}\n`);
+  });
+
+  it('has a hook script the shell can parse, where the builder nix.conf says it is', () => {
+    expect(spawnSync('/bin/sh', ['-n', join(EXAMPLES, 'nix-quorum-hook.sh')]).status).toBe(0);
+    const hookPath = /^post-build-hook = (\S+)$/m.exec(example('builder-nix.conf'))![1]!;
+    expect(example('nix-quorum-hook.sh')).toContain(hookPath);
+    expect(readme).toContain(`\`${hookPath}\` (mode 0755)`);
+  });
+});
+
+describeNix('the nix.conf examples, as Nix reads them', () => {
+  it('are settings Nix knows, with the values meant', () => {
+    for (const name of ['client-nix.conf', 'builder-nix.conf']) {
+      const run = spawnSync('nix', ['--extra-experimental-features', 'nix-command', 'show-config'], { env: { ...process.env, NIX_CONFIG: example(name) }, encoding: 'utf8' });
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stderr, name).not.toMatch(/unknown setting/);
+    }
+    const shown = nix('nix', ['show-config'], { env: { NIX_CONFIG: `experimental-features = nix-command\n${example('client-nix.conf')}` } });
+    expect(shown).toMatch(/^narinfo-cache-negative-ttl = 300$/m);
+    expect(shown).toMatch(/^substituters = .* https:\/\/quorum\.example\.org$/m);
+    expect(shown).toMatch(/^trusted-public-keys = .* nix-quorum-1a2b3c4d-1:/m);
+  });
+});
