@@ -13,6 +13,7 @@ import { parsePublicKey } from '../nix/keys.js';
 import { policyInput } from '../quorum/policies.js';
 import { openService } from '../service.js';
 import { action } from './run.js';
+import { formatList } from './table.js';
 
 interface Target {
   data?: string;
@@ -114,10 +115,10 @@ function withTarget(cmd: Command): Command {
     .option('--admin-token <token>', 'admin token for --server (env NIX_QUORUM_ADMIN_TOKEN)');
 }
 
-async function run(opts: Target, fn: (admin: Admin) => Promise<unknown>): Promise<void> {
+async function run(opts: Target, fn: (admin: Admin) => Promise<unknown>, render: (answer: unknown) => string = (answer) => `${JSON.stringify(answer, null, 2)}\n`): Promise<void> {
   const admin = await adminFor(opts);
   try {
-    process.stdout.write(`${JSON.stringify(await fn(admin), null, 2)}\n`);
+    process.stdout.write(render(await fn(admin)));
   } finally {
     admin.close();
   }
@@ -130,7 +131,16 @@ export function registerAdmin(program: Command): void {
       if (parsePublicKey(publicKey).name !== name) throw new QuorumError('bad-key', `the public key is named ${parsePublicKey(publicKey).name}, not ${name}: key names are part of every signature`);
       await run(opts, (a) => a.addBuilder(publicKey));
     }));
-  withTarget(builder.command('list').description('list builder keys')).action(action((opts: Target) => run(opts, (a) => a.listBuilders())));
+  withTarget(builder.command('list').description('list builder keys (a table; --json for scripts)').option('--json', 'print the JSON answer as is'))
+    .action(action((opts: Target & { json?: boolean }) => run(opts, (a) => a.listBuilders(), (answer) => {
+      const { builders } = answer as { builders: Array<{ name: string; publicKey: string; active: boolean; addedAt: string; revokedAt: string | null }> };
+      return formatList(builders, [
+        { header: 'name', value: (b) => b.name },
+        { header: 'status', value: (b) => (b.active ? 'active' : `revoked ${b.revokedAt}`) },
+        { header: 'added', value: (b) => b.addedAt },
+        { header: 'public key', value: (b) => b.publicKey },
+      ], { json: opts.json, value: answer, empty: 'no builders registered' });
+    })));
   withTarget(builder.command('revoke').description('revoke a builder key: its votes stop counting everywhere at once').argument('<name>', 'key name'))
     .action(action((name: string, opts: Target) => run(opts, (a) => a.revokeBuilder(name))));
 
@@ -148,5 +158,15 @@ export function registerAdmin(program: Command): void {
   ));
   withTarget(policy.command('delete').description('delete a policy: its paths are no longer served under /policy/<name>/').argument('<name>', 'policy name'))
     .action(action((name: string, opts: Target) => run(opts, (a) => a.deletePolicy(name))));
-  withTarget(policy.command('list').description('list policies; a policy that revocations left without enough keys is flagged impossible')).action(action((opts: Target) => run(opts, (a) => a.listPolicies())));
+  withTarget(policy.command('list').description('list policies (a table; --json for scripts); a policy that revocations left without enough keys is flagged impossible').option('--json', 'print the JSON answer as is'))
+    .action(action((opts: Target & { json?: boolean }) => run(opts, (a) => a.listPolicies(), (answer) => {
+      const { policies } = answer as { policies: Array<{ name: string; threshold: number; onConflict: string; builders: string[] | string; impossible?: string }> };
+      return formatList(policies, [
+        { header: 'name', value: (p) => p.name },
+        { header: 'threshold', value: (p) => p.threshold, align: 'right' },
+        { header: 'on conflict', value: (p) => p.onConflict },
+        { header: 'builders', value: (p) => (Array.isArray(p.builders) ? p.builders.join(',') : p.builders) },
+        { header: 'note', value: (p) => (p.impossible ? `IMPOSSIBLE: ${p.impossible}` : '') },
+      ], { json: opts.json, value: answer, empty: 'no policies' });
+    })));
 }

@@ -44,10 +44,15 @@ describe('nix-quorum keygen, builder and policy commands', () => {
     expect(tooHigh.stderr).toMatch(/threshold: 3 is more than the 2 builders the policy names/);
 
     expect((await runCli(['builder', 'revoke', 'local-b2-1', '--data', data])).code).toBe(0);
-    const list = JSON.parse((await runCli(['builder', 'list', '--data', data])).stdout) as { builders: Array<{ name: string; active: boolean }> };
+    const list = JSON.parse((await runCli(['builder', 'list', '--data', data, '--json'])).stdout) as { builders: Array<{ name: string; active: boolean }> };
     expect(list.builders.map((b) => [b.name, b.active])).toEqual([['local-b1-1', true], ['local-b2-1', false]]);
-    const policies = JSON.parse((await runCli(['policy', 'list', '--data', data])).stdout) as { policies: Array<{ name: string }> };
+    const policies = JSON.parse((await runCli(['policy', 'list', '--data', data, '--json'])).stdout) as { policies: Array<{ name: string }> };
     expect(policies.policies.map((p) => p.name)).toEqual(['default', 'pair']);
+    // For people: a table; the pair policy lost a key to the revocation and says so.
+    const table = (await runCli(['policy', 'list', '--data', data])).stdout.split('\n');
+    expect(table[0]).toMatch(/^NAME +THRESHOLD +ON CONFLICT +BUILDERS +NOTE$/);
+    expect(table.find((l) => l.startsWith('pair'))).toMatch(/^pair +2 +ignore +local-b1-1,local-b2-1 +IMPOSSIBLE: only 1 active key in the policy, threshold 2/);
+    expect((await runCli(['builder', 'list', '--data', data])).stdout).toMatch(/^NAME +STATUS +ADDED +PUBLIC KEY\nlocal-b1-1 +active /);
   });
 
   describe('through a running server', () => {
@@ -67,7 +72,7 @@ describe('nix-quorum keygen, builder and policy commands', () => {
       expect(server.service.registry.get('remote-b1-1')?.revokedAt).toBeNull();
       expect((await runCli(['builder', 'revoke', 'remote-b1-1', '--server', server.url, '--admin-token', token])).code).toBe(0);
       expect(server.service.registry.get('remote-b1-1')?.revokedAt).not.toBeNull();
-      const list = JSON.parse((await runCli(['builder', 'list', '--server', server.url])).stdout) as { builders: Array<{ name: string; active: boolean }> };
+      const list = JSON.parse((await runCli(['builder', 'list', '--server', server.url, '--json'])).stdout) as { builders: Array<{ name: string; active: boolean }> };
       expect(list.builders).toEqual([expect.objectContaining({ name: 'remote-b1-1', active: false })]);
     });
   });
