@@ -281,3 +281,24 @@ CREATE TABLE IF NOT EXISTS build_logs (
   created_at  INTEGER NOT NULL,        -- unix ms
   PRIMARY KEY (drv_path, builder_id)
 ) WITHOUT ROWID;
+
+-- -- Mirror ---------------------------------------------------------------------------------------
+-- Used by `nix-quorum serve --follow` only (src/mirror/): leaves fetched from the primary but not yet
+-- verified against a signed checkpoint's root, kept out of every table that is served.
+CREATE TABLE IF NOT EXISTS mirror_staging (
+  leaf_index INTEGER PRIMARY KEY,
+  leaf       BLOB NOT NULL
+);
+
+-- What made the mirror stop following: the last checkpoint it verified and the one the primary
+-- offered that does not extend it (a fork, a rollback, a tree that does not hash to its root, a leaf
+-- that breaks a rule), both signed by the log's key.
+CREATE TABLE IF NOT EXISTS mirror_evidence (
+  id            INTEGER PRIMARY KEY,
+  detected_at   INTEGER NOT NULL,       -- unix ms
+  kind          TEXT NOT NULL,          -- fork | rollback | root-mismatch | bad-leaf
+  detail        TEXT NOT NULL,
+  verified_note TEXT,                   -- the last checkpoint verified (NULL: none yet)
+  offered_note  TEXT NOT NULL,          -- the checkpoint that does not follow from it
+  UNIQUE (kind, offered_note)
+);

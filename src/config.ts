@@ -45,6 +45,17 @@ export const configSchema = z
       .transform((u) => u.replace(/\/+$/, ''))
       .optional(),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+    /** Run as a mirror: a verified read-only replica of the ledger at `url` (src/mirror/). */
+    follow: z
+      .object({
+        url: z.url('follow.url must be the URL of the nix-quorum server to mirror'),
+        logKey: logVkey,
+        witnesses: z.array(witnessVkey).default([]),
+        witnessThreshold: z.number().int().min(1).optional(),
+        pollMs: z.number().int().min(100).max(3_600_000).default(1000),
+      })
+      .strict()
+      .optional(),
     quorum: z
       // The default policy's threshold when a ledger is created (2 if unset); later, `policy set default` changes it.
       .object({ defaultThreshold: z.number().int().min(1, 'quorum.defaultThreshold must be at least 1').optional() })

@@ -68,6 +68,8 @@ export const ERROR_STATUS = {
   'key-registered': 409,
   'key-revoked': 409,
   'too-many-statements': 409,
+  // 421: asked of the wrong server.
+  'mirror-read-only': 421,
   // 413: too big to take.
   'blob-too-large': 413,
   'too-large': 413,

@@ -23,12 +23,22 @@ import { UpstreamCaches } from './blobstore/upstream.js';
 import { webRoutes } from './web/routes.js';
 import { witnessRoutes } from './witness/routes.js';
 import { startWitnessing } from './witness/witnessing.js';
+import { parseWitnessPolicy } from './witness/verifyCosigned.js';
+import { Follower } from './mirror/follower.js';
+import { createMirrorMetrics } from './mirror/metrics.js';
+import { NarPrefetcher, narsFromPrimary } from './mirror/nars.js';
+import { QuorumLookup } from './substituter/narinfo.js';
+import { hashPartOf, type StorePath } from './nix/storePath.js';
+import { DEFAULT_POLICY } from './quorum/policies.js';
+import { mirrorRoutes, refuseWrites } from './mirror/routes.js';
 
 export interface RunningServer {
   service: Service;
   catalog: NarCatalog;
   blobs: BlobStore;
   url: string;
+  /** When serving as a mirror (config.follow): what follows the primary. */
+  follower?: Follower;
   close(): Promise<void>;
 }
 
@@ -41,6 +51,15 @@ export async function startServer(config: Config, logger = createLogger(config.l
   const blobs = await createBlobStore(config.blobStore, config.dataDir);
   const catalog = new NarCatalog(service.db);
   const witnessing = startWitnessing(service, metrics);
+  const listings = new NarListings(service.db);
+  const follower = config.follow
+    ? new Follower(service, config.follow.url, service.noteVerifier, config.follow.witnesses.length > 0 ? parseWitnessPolicy(config.follow.witnesses, config.follow.witnessThreshold, 'follow.witnesses') : null, config.follow.pollMs, createMirrorMetrics(metrics.registry), logger)
+    : undefined;
+  const upstream = config.follow
+    ? narsFromPrimary({ primary: config.follow.url, blobs, catalog, listings, compression: config.compression })
+    : config.upstreams.length > 0
+      ? upstreamResolver(new UpstreamCaches(config.upstreams), catalog)
+      : undefined;
   const substituter = substituterHandler({
     db: service.db,
     decisions: service.decisions,
@@ -51,16 +70,17 @@ export async function startServer(config: Config, logger = createLogger(config.l
     cacheEntries: config.substituter.narinfoCacheEntries,
     metrics,
     logger,
-    ...(config.upstreams.length > 0 ? { upstream: upstreamResolver(new UpstreamCaches(config.upstreams), catalog) } : {}),
+    ...(upstream ? { upstream } : {}),
   });
-  const listings = new NarListings(service.db);
   const logs = buildLogRoutes({ blobs, logs: new BuildLogs(service.db), registry: service.registry, decisions: service.decisions, metrics, logger });
   const server = createHttpServer(service, metrics, {
-    api: [narRoutes({ blobs, catalog, listings, registry: service.registry, compression: config.compression, metrics, logger }), logs.api, witnessRoutes(witnessing)],
+    api: [narRoutes({ blobs, catalog, listings, registry: service.registry, compression: config.compression, metrics, logger }), logs.api, witnessRoutes(witnessing), ...(follower ? [mirrorRoutes(follower)] : [])],
     pages: [readOnlyCacheRoutes(), listingRoutes({ db: service.db, listings }), logs.pages, webRoutes(service)],
-    fast: [builderGate(service.registry), substituter.handle],
+    fast: [...(config.follow ? [refuseWrites(config.follow.url)] : []), builderGate(service.registry), substituter.handle],
+    ...(follower ? { degraded: () => follower.current().degraded } : {}),
   });
-  const republish = cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());
+  // A mirror signs no checkpoints.
+  const republish = config.follow ? undefined : cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());
   let gcRun: Promise<void> | undefined;
   const runGc = async () => {
     try {
@@ -82,14 +102,29 @@ export async function startServer(config: Config, logger = createLogger(config.l
   // Admin commands given --data find the server here (src/cli/admin.ts); a wildcard address is reached on loopback.
   const local = address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '[::1]' : host;
   writeFileDurable(dataPaths(config.dataDir).server, `${JSON.stringify({ url: `http://${local}:${address.port}`, pid: process.pid })}\n`);
-  logger.info('listening', { url, dataDir: config.dataDir, origin: service.origin });
+  logger.info('listening', { url, dataDir: config.dataDir, origin: service.origin, ...(config.follow ? { mirrorOf: config.follow.url } : {}) });
+  if (follower && upstream) {
+    // NARs of what reached quorum are fetched ahead, so the mirror serves them when the primary is gone.
+    const prefetch = new NarPrefetcher(upstream);
+    const lookup = new QuorumLookup(service.db);
+    follower.onApplied((outPaths) => {
+      const wanted = [...outPaths].map((p) => hashPartOf(p as StorePath)).flatMap((hashPart) => {
+        const path = lookup.find(DEFAULT_POLICY, hashPart);
+        return path && !path.nar ? [{ hashPart, path }] : [];
+      });
+      prefetch.add(wanted);
+    });
+  }
+  follower?.start();
   return {
     service,
     catalog,
     blobs,
     url,
+    ...(follower ? { follower } : {}),
     async close() {
-      republish.stop();
+      await follower?.stop();
+      republish?.stop();
       await gc.stop();
       await gcRun;
       substituter.stop();

@@ -20,6 +20,8 @@ export interface Routes {
   pages: Router[];
   /** Tried before express. */
   fast: FastHandler[];
+  /** Why the server serves less than it should, if it does (a mirror that stopped following): shown by /healthz. */
+  degraded?: () => string | null;
 }
 
 export function createHttpServer(service: Service, metrics: Metrics, routes: Routes): Server {
@@ -30,7 +32,9 @@ export function createHttpServer(service: Service, metrics: Metrics, routes: Rou
   app.use('/api/v1', apiRoutes(service, metrics), ...routes.api);
   app.get('/healthz', (_req, res) => {
     service.db.prepare('SELECT 1').get();
-    res.type('text/plain').send('ok\n');
+    const degraded = routes.degraded?.();
+    // Still 200: it serves what it verified; the body says what is wrong.
+    res.type('text/plain').send(degraded ? `degraded: ${degraded}\n` : 'ok\n');
   });
   app.get('/metrics', async (_req, res) => {
     metrics.treeSize.set(service.log.size());

@@ -5,7 +5,7 @@ import type { Config } from './config.js';
 import { DataDirLock, dataPaths, looseSecrets, newAdminToken, readAdminToken, readOrCreate } from './dataDir.js';
 import { openDb, type Db } from './db.js';
 import { DbVersion } from './db/version.js';
-import { formatNoteSignerKey, formatNoteVerifierKey, generateNoteKey, parseNoteSignerKey, type NoteVerifierKey } from './ledger/checkpoint.js';
+import { formatNoteSignerKey, formatNoteVerifierKey, generateNoteKey, parseNoteSignerKey, parseNoteVerifierKey, type NoteVerifierKey } from './ledger/checkpoint.js';
 import { CheckpointPublisher } from './ledger/checkpoints.js';
 import { Ingestor } from './ledger/ingest.js';
 import { MerkleLog } from './ledger/log.js';
@@ -41,6 +41,8 @@ export interface Service {
   noteVerifierText: string;
   cacheKey: SecretKey;
   adminToken: string;
+  /** Verifies Ed25519 signatures off the main thread (ingest; a mirror's replication). */
+  signatures: SignaturePool;
   /** Settles once every decision row was checked against the log after this start (see deriveFromLog). */
   decisionsChecked: Promise<{ paths: number; corrected: number; ms: number }>;
   close(): void;
@@ -71,7 +73,8 @@ export function openService(config: Config, logger: Logger): Service {
     db = openDb(paths.db, (line) => logger.info(line));
     const version = new DbVersion(db);
     const instance = meta(db, 'instance_id', () => randomBytes(4).toString('hex'));
-    const origin = meta(db, 'origin', () => config.ledger.origin ?? `nix-quorum-${instance}`);
+    // A mirror's log is the one it follows, named by that log's key (the key name is the origin).
+    const origin = meta(db, 'origin', () => (config.follow ? parseNoteVerifierKey(config.follow.logKey, 'follow.logKey').name : (config.ledger.origin ?? `nix-quorum-${instance}`)));
     // The origin names the log in every checkpoint its verifiers and witnesses pinned: fixed at creation.
     if (config.ledger.origin !== undefined && config.ledger.origin !== origin) {
       logger.warn('ledger.origin applies only when a ledger is created: this ledger keeps its origin', { configured: config.ledger.origin, origin });
@@ -79,9 +82,10 @@ export function openService(config: Config, logger: Logger): Service {
     const adminToken = existingToken ?? readOrCreate(paths.adminToken, newAdminToken);
     const cacheKey = parseSecretKey(readOrCreate(paths.cacheSecretKey, () => formatSecretKey(generateSecretKey(`nix-quorum-${instance}-1`))), 'cache key');
     readOrCreate(paths.cachePublicKey, () => formatPublicKey(cacheKey.publicKey), 0o644);
-    const signer = parseNoteSignerKey(readOrCreate(paths.noteSignerKey, () => formatNoteSignerKey(generateNoteKey(origin))), 'log signer key');
-    const noteVerifier = signer.verifier;
-    const noteVerifierText = readOrCreate(paths.noteVerifierKey, () => formatNoteVerifierKey(noteVerifier), 0o644);
+    // A mirror signs no checkpoints: it serves the ones of the log it follows, under that log's key.
+    const signer = config.follow ? null : parseNoteSignerKey(readOrCreate(paths.noteSignerKey, () => formatNoteSignerKey(generateNoteKey(origin))), 'log signer key');
+    const noteVerifier = signer ? signer.verifier : parseNoteVerifierKey(config.follow!.logKey, 'follow.logKey');
+    const noteVerifierText = signer ? readOrCreate(paths.noteVerifierKey, () => formatNoteVerifierKey(noteVerifier), 0o644) : config.follow!.logKey.trim();
     for (const { file, mode } of looseSecrets([paths.adminToken, paths.cacheSecretKey, paths.noteSignerKey])) {
       logger.warn('a secret file is readable by other users: chmod 600 it', { file, mode });
     }
@@ -113,6 +117,7 @@ export function openService(config: Config, logger: Logger): Service {
       noteVerifierText,
       cacheKey,
       adminToken,
+      signatures,
       decisionsChecked: Promise.resolve({ paths: 0, corrected: 0, ms: 0 }),
       close() {
         checkpoints.stop();
@@ -125,15 +130,16 @@ export function openService(config: Config, logger: Logger): Service {
     };
     service.decisionsChecked = deriveFromLog(service);
     service.decisionsChecked.catch((err: unknown) => logger.error('checking the decisions against the log failed', { err }));
-    ensureDefaultPolicy(service, config.quorum.defaultThreshold ?? 2);
-    const threshold = policies.require('default').threshold;
-    if (config.quorum.defaultThreshold !== undefined && threshold !== config.quorum.defaultThreshold) {
+    // A mirror's policies, like all it holds, come from the log it follows.
+    if (!config.follow) ensureDefaultPolicy(service, config.quorum.defaultThreshold ?? 2);
+    const threshold = policies.get('default')?.threshold;
+    if (!config.follow && config.quorum.defaultThreshold !== undefined && threshold !== config.quorum.defaultThreshold) {
       logger.warn('quorum.defaultThreshold applies only when a ledger is created: change the default policy with `nix-quorum policy set default --threshold K`', {
         configured: config.quorum.defaultThreshold,
         defaultPolicyThreshold: threshold,
       });
     }
-    checkpoints.publish();
+    if (signer) checkpoints.publish();
     return service;
   } catch (error) {
     if (db?.open) db.close();

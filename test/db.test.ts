@@ -75,7 +75,8 @@ describe('the schema and its numbered migrations', () => {
       const { alice, bob } = ledgerOf202611(file);
       const said: string[] = [];
       const db = openDb(file, (line) => said.push(line));
-      expect(said).toHaveLength(3);
+      expect(said).toHaveLength(4);
+      expect(said[3]).toBe('migration 4 (2026-12-02, mirror staging and evidence): created mirror_staging and mirror_evidence');
       expect(said[1]).toBe('migration 2 (2026-12-02, witness cosignatures): added the tables cosignatures, witness_logs and witness_evidence');
       expect(said[2]).toBe('migration 3 (2026-12-02, build logs and NAR listings): created nar_listings and build_logs (NARs stored before have no listing)');
       expect(said[0]).toMatch(/^migration 1 \(2026-12-02, registry and policy leaves in the log\): appended the registry \(2 builders, 1 revocations\) and 2 policies to the log as leaves 2 to 6/);

@@ -148,6 +148,22 @@ const logsAndListings: Migration = {
   },
 };
 
-export const MIGRATIONS: readonly Migration[] = [registryInLog, witnessTables, logsAndListings];
+/** 4. Mirrors (src/mirror/): the staging of unverified leaves and the evidence of a primary that stopped following from what was verified. */
+const mirrorTables: Migration = {
+  version: 4,
+  date: '2026-12-02',
+  name: 'mirror staging and evidence',
+  up(db) {
+    db.exec(`
+      CREATE TABLE mirror_staging (leaf_index INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
+      CREATE TABLE mirror_evidence (
+        id INTEGER PRIMARY KEY, detected_at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
+        verified_note TEXT, offered_note TEXT NOT NULL, UNIQUE (kind, offered_note)
+      );`);
+    return 'created mirror_staging and mirror_evidence';
+  },
+};
+
+export const MIGRATIONS: readonly Migration[] = [registryInLog, witnessTables, logsAndListings, mirrorTables];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

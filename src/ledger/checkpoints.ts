@@ -1,3 +1,4 @@
+import { QuorumError } from '../errors.js';
 import type { Db } from '../db.js';
 import type { Logger } from '../log.js';
 import { formatCheckpoint, signNote, type NoteSignerKey } from './checkpoint.js';
@@ -22,7 +23,8 @@ export class CheckpointPublisher {
   constructor(
     private readonly db: Db,
     private readonly log: MerkleLog,
-    private readonly signer: NoteSignerKey,
+    /** null for a mirror, which signs nothing and serves the checkpoints of the log it follows. */
+    private readonly signer: NoteSignerKey | null,
     private readonly origin: string,
     private readonly intervalMs: number,
     private readonly logger: Logger,
@@ -45,6 +47,10 @@ export class CheckpointPublisher {
     const size = this.log.size();
     const latest = this.latest();
     if (latest && latest.size === size) return latest;
+    if (!this.signer) {
+      if (latest) return latest;
+      throw new QuorumError('unavailable', 'this mirror has verified no checkpoint of the log it follows yet', { field: 'checkpoint' });
+    }
     const rootHash = this.log.root(size);
     const note = signNote(formatCheckpoint({ origin: this.origin, size, rootHash }), this.signer);
     const createdAt = Date.now();

@@ -1,4 +1,4 @@
-import { EMPTY_ROOT, nodeHash } from './merkle.js';
+import { EMPTY_ROOT, nodeHash, type NodeReader } from './merkle.js';
 
 /**
  * The right edge of a growing Merkle tree: one hash per complete subtree, O(log n) memory.
@@ -9,6 +9,22 @@ export class TreeFrontier {
   private readonly levels: number[] = [];
   private readonly hashes: Buffer[] = [];
   size = 0;
+
+  /** The frontier of a stored tree of `size` leaves: its complete subtrees, largest first (O(log n) reads). */
+  static of(size: number, reader: NodeReader): TreeFrontier {
+    const frontier = new TreeFrontier();
+    let start = 0;
+    // The largest power of two that fits what is left, leftmost first; no 32-bit operators (sizes exceed 2^31).
+    for (let level = Math.floor(Math.log2(Math.max(1, size))) + 1; level >= 0; level--) {
+      const width = 2 ** level;
+      if (start + width > size) continue;
+      frontier.levels.push(level);
+      frontier.hashes.push(reader.node(level, start / width));
+      start += width;
+    }
+    frontier.size = size;
+    return frontier;
+  }
 
   push(leafHash: Buffer): void {
     let level = 0;
