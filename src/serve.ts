@@ -107,7 +107,7 @@ async function serveOn(server: Server, config: Config, logger: Logger): Promise<
     ...(follower ? { degraded: () => follower.current().degraded } : {}),
   });
   // A mirror signs no checkpoints.
-  const republish = config.follow ? undefined : cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());
+  const republish = config.follow ? undefined : cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.tryPublish());
   let gcRun: Promise<void> | undefined;
   const maintain = () => runMaintenance({ db: service.db, blobs, catalog, missing, logger, dataDir: config.dataDir, retentionDays: config.gc.retentionDays });
   const gc = cron.schedule(config.gc.cron, () => (gcRun = maintain()), { name: 'gc', noOverlap: true });
