@@ -4,7 +4,7 @@ import { ensureDefaultPolicy } from './app/policies.js';
 import type { Config } from './config.js';
 import { DataDirLock, dataPaths, looseSecrets, newAdminToken, readAdminToken, readOrCreate, removeLeftoverTempFiles } from './dataDir.js';
 import { openDb, type Db } from './db.js';
-import { DatabaseHealth } from './db/health.js';
+import { DatabaseHealth, unreadableDatabase } from './db/health.js';
 import { DbVersion } from './db/version.js';
 import { formatNoteSignerKey, formatNoteVerifierKey, generateNoteKey, parseNoteSignerKey, parseNoteVerifierKey, type NoteVerifierKey } from './ledger/checkpoint.js';
 import { CheckpointPublisher } from './ledger/checkpoints.js';
@@ -150,7 +150,8 @@ export function openService(config: Config, logger: Logger): Service {
   } catch (error) {
     if (db?.open) db.close();
     lock.release();
-    throw error;
+    // Damaged pages are found by the first queries (the rebuild from the log reads every leaf): one line too.
+    throw unreadableDatabase(error, paths.db) ?? error;
   }
 }
 
