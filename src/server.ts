@@ -3,7 +3,7 @@ import { perClientLimit } from './http/perClientLimit.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { apiRoutes } from './api/routes.js';
 import { QuorumError } from './errors.js';
-import { jsonErrors, sendError } from './http/errors.js';
+import { classifyError, jsonErrors, sendError } from './http/errors.js';
 import type { Metrics } from './metrics.js';
 import type { Service } from './service.js';
 
@@ -48,7 +48,16 @@ export function requestHandler(service: Service, metrics: Metrics, routes: Route
   app.use(jsonErrors(service.logger, service.health));
 
   return (req, res) => {
-    for (const handler of routes.fast) if (handler(req, res)) return;
+    try {
+      for (const handler of routes.fast) if (handler(req, res)) return;
+    } catch (err) {
+      // Thrown on bare node:http (a database that became unreadable under a lookup) it would end the process.
+      const error = classifyError(err, `${req.method} ${req.url}`, service.health);
+      service.logger.error('request failed', { method: req.method, url: req.url, code: error.code, err });
+      if (res.headersSent) res.destroy();
+      else sendError(res, error);
+      return;
+    }
     app(req, res);
   };
 }
