@@ -1,3 +1,4 @@
+import cron from 'node-cron';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
@@ -28,7 +29,10 @@ const parsedBy = (parse: (text: string) => unknown) =>
 const witnessVkey = parsedBy((t) => parseCosignerVerifier(t, 'vkey'));
 const logVkey = parsedBy((t) => parseNoteVerifierKey(t, 'vkey'));
 
-const cronExpr = z.string().min(1, 'cron expressions need five or six fields, e.g. "*/5 * * * *"');
+// Checked here, with the parser that will run it: node-cron would otherwise throw, with a stack, once the server is half started.
+const cronExpr = z.string().superRefine((text, ctx) => {
+  if (!cron.validate(text)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(text.slice(0, 100))} is not a cron expression: it needs five or six fields, e.g. "*/5 * * * *"` });
+});
 
 /**
  * One schema for the config file, the environment and the flags (merged in that order, later wins).
@@ -145,7 +149,7 @@ function merge(base: Json, over: Json): Json {
 
 /** Formats zod issues as "path: message" lines that say what to fix and where it came from. */
 export function describeIssues(error: z.ZodError, source: string): string {
-  return error.issues.map((i) => `${source}: ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`).join('\n');
+  return error.issues.map((i) => `${source}: ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`).join('; ');
 }
 
 /**

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { QuorumError } from './errors.js';
 
@@ -98,24 +98,44 @@ export function removeQuietly(file: string): void {
   rmSync(file, { force: true });
 }
 
-/** Writes a file durably and atomically (temp, fsync, rename, fsync dir) with the given mode. */
+/** What writeFileDurable names its temp file: `<file>.tmp-<pid>`. */
+const TEMP_FILE = /\.tmp-[0-9]+$/;
+
+/** Writes a file durably and atomically (temp, fsync, rename, fsync dir) with the given mode; a failed write (a full disk) leaves no temp file. */
 export function writeFileDurable(file: string, content: string, mode = 0o644): void {
   mkdirSync(dirname(file), { recursive: true });
   const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', mode);
   try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, 'w', mode);
+    try {
+      writeSync(fd, content);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (error) {
+    rmSync(tmp, { force: true });
+    throw error;
   }
-  renameSync(tmp, file);
   const dir = openSync(dirname(file), 'r');
   try {
     fsyncSync(dir);
   } finally {
     closeSync(dir);
   }
+}
+
+/**
+ * Removes the temp files writeFileDurable left in the data directory when a process died between
+ * its write and its rename (a SIGKILL, a power cut). Only while holding DataDirLock: then no other
+ * nix-quorum process writes there, and this one's writes are synchronous, so none is in flight.
+ * Returns the names removed.
+ */
+export function removeLeftoverTempFiles(dataDir: string): string[] {
+  const names = readdirSync(dataDir).filter((name) => TEMP_FILE.test(name));
+  for (const name of names) rmSync(join(dataDir, name), { force: true });
+  return names;
 }
 
 /** Reads a secret file, creating it with `make()` (mode 0600) if it does not exist yet. */

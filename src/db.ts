@@ -2,6 +2,8 @@ import Database from 'better-sqlite3';
 import { readFileSync } from 'node:fs';
 import { MIGRATIONS, SCHEMA_VERSION } from './db/migrations.js';
 import { QuorumError } from './errors.js';
+import { asStorageFull } from './faults/storageFull.js';
+import { unreadableDatabase } from './db/health.js';
 import { SCHEMA_FILE } from './paths.js';
 
 export type Db = Database.Database;
@@ -18,22 +20,24 @@ function schema(): string {
  * A new database is made from schema.sql; an older one is migrated (`onMigrated` hears each step).
  */
 export function openDb(file: string, onMigrated: (line: string) => void = () => {}): Db {
-  const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 10000');
-  // Ingest touches index pages at random (paths are hashes): keep a large share of them in memory.
-  db.pragma('cache_size = -131072');
-  // A WAL that grew during a burst is cut back to this size once it restarts, not kept at its peak.
-  db.pragma('journal_size_limit = 67108864');
+  let db: Db | undefined;
   try {
+    db = new Database(file);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 10000');
+    // Ingest touches index pages at random (paths are hashes): keep a large share of them in memory.
+    db.pragma('cache_size = -131072');
+    // A WAL that grew during a burst is cut back to this size once it restarts, not kept at its peak.
+    db.pragma('journal_size_limit = 67108864');
     migrate(db, onMigrated);
+    return db;
   } catch (error) {
-    db.close();
-    throw error;
+    db?.close();
+    // A damaged or foreign file, or a full disk, is said in one line (the CLI prints it), not as a stack.
+    throw unreadableDatabase(error, file) ?? asStorageFull(error, `opening the ledger database ${file}`) ?? error;
   }
-  return db;
 }
 
 /**

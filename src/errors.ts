@@ -97,6 +97,12 @@ export const ERROR_STATUS = {
   'blob-store-failed': 503,
   'blob-store-unavailable': 503,
   'data-dir-locked': 503,
+  // The ledger database cannot be read: damaged pages, not a database, replaced or removed (src/db/health.ts).
+  'database-unreadable': 503,
+  // The address to listen on is taken or not this machine's (a CLI finding at start).
+  'listen-failed': 503,
+  // No space left (ENOSPC, EDQUOT, SQLITE_FULL): nothing was written; retry once space is freed (src/faults/storageFull.ts).
+  'storage-full': 503,
   'unavailable': 503,
   'upstream-unavailable': 503,
   // A server's 4xx answer, as a client received it (its own code is in `remoteCode`).

@@ -11,6 +11,7 @@ export function createMetrics() {
     narRequests: new Counter({ name: 'nixquorum_nar_requests_total', help: 'NAR downloads by result', labelNames: ['result'], registers: [registry] }),
     narBytes: new Counter({ name: 'nixquorum_nar_bytes_total', help: 'NAR bytes sent', registers: [registry] }),
     blobErrors: new Counter({ name: 'nixquorum_blobstore_errors_total', help: 'blob store failures by operation', labelNames: ['op'], registers: [registry] }),
+    narsMissing: new Counter({ name: 'nixquorum_nars_missing_total', help: 'catalogued NARs found missing from the blob store and no longer advertised, by how they were found (read, scrub, upload)', labelNames: ['found_by'], registers: [registry] }),
     attestations: new Counter({ name: 'nixquorum_attestations_total', help: 'submitted attestations by result', labelNames: ['status'], registers: [registry] }),
     refused: new Counter({ name: 'nixquorum_attestations_refused_total', help: 'attestations refused, by why (code)', labelNames: ['code'], registers: [registry] }),
     commits: new Counter({ name: 'nixquorum_ingest_commits_total', help: 'group commits (one fsync each)', registers: [registry] }),

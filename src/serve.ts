@@ -1,15 +1,20 @@
 import cron from 'node-cron';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
+import { QuorumError } from './errors.js';
+import { sendError } from './http/errors.js';
 import { createMetrics } from './metrics.js';
-import { createHttpServer } from './server.js';
+import { requestHandler } from './server.js';
 import { openService, type Service } from './service.js';
 import { dataPaths, removeQuietly, writeFileDurable } from './dataDir.js';
 import type { BlobStore } from './blobstore/blobStore.js';
 import { createBlobStore } from './blobstore/config.js';
 import { NarCatalog } from './nars/catalog.js';
-import { collectGarbage } from './nars/gc.js';
+import { runMaintenance } from './nars/maintenance.js';
+import { MissingNars } from './nars/missing.js';
+import { listen } from './http/listen.js';
 import { NarListings } from './nars/listings.js';
 import { narRoutes } from './nars/routes.js';
 import { BuildLogs } from './logs/buildLogs.js';
@@ -42,8 +47,27 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Opens the data directory and serves every role until close(). */
+/**
+ * Listens, opens the data directory and serves every role until close(). The address is taken
+ * first, so a port in use or an address that is not this machine's is said before anything in the
+ * data directory is created; until the roles are ready, requests are answered 503.
+ */
 export async function startServer(config: Config, logger = createLogger(config.logLevel)): Promise<RunningServer> {
+  const server = createServer(starting);
+  await listen(server, config.listen.host, config.listen.port);
+  try {
+    return await serveOn(server, config, logger);
+  } catch (error) {
+    await new Promise((resolve) => server.close(resolve));
+    throw error;
+  }
+}
+
+function starting(_req: IncomingMessage, res: ServerResponse): void {
+  sendError(res, new QuorumError('unavailable', 'the server is starting: retry in a moment'));
+}
+
+async function serveOn(server: Server, config: Config, logger: Logger): Promise<RunningServer> {
   const service = openService(config, logger);
   const metrics = createMetrics();
   service.ingestor.onCommitted(() => metrics.commits.inc());
@@ -52,6 +76,7 @@ export async function startServer(config: Config, logger = createLogger(config.l
   const catalog = new NarCatalog(service.db);
   const witnessing = startWitnessing(service, metrics);
   const listings = new NarListings(service.db);
+  const missing = new MissingNars({ db: service.db, blobs, catalog, metrics, logger });
   const follower = config.follow
     ? new Follower(service, config.follow.url, service.noteVerifier, config.follow.witnesses.length > 0 ? parseWitnessPolicy(config.follow.witnesses, config.follow.witnessThreshold, 'follow.witnesses') : null, config.follow.pollMs, createMirrorMetrics(metrics.registry), logger)
     : undefined;
@@ -70,32 +95,38 @@ export async function startServer(config: Config, logger = createLogger(config.l
     cacheEntries: config.substituter.narinfoCacheEntries,
     metrics,
     logger,
+    missing,
+    health: service.health,
     ...(upstream ? { upstream } : {}),
   });
   const logs = buildLogRoutes({ blobs, logs: new BuildLogs(service.db), registry: service.registry, decisions: service.decisions, metrics, logger });
-  const server = createHttpServer(service, metrics, {
-    api: [narRoutes({ blobs, catalog, listings, registry: service.registry, compression: config.compression, metrics, logger }), logs.api, witnessRoutes(witnessing), ...(follower ? [mirrorRoutes(follower)] : [])],
+  const handler = requestHandler(service, metrics, {
+    api: [narRoutes({ blobs, catalog, listings, registry: service.registry, compression: config.compression, metrics, logger, missing }), logs.api, witnessRoutes(witnessing), ...(follower ? [mirrorRoutes(follower)] : [])],
     pages: [readOnlyCacheRoutes(), listingRoutes({ db: service.db, listings }), logs.pages, webRoutes(service, follower)],
     fast: [...(config.follow ? [refuseWrites(config.follow.url)] : []), builderGate(service.registry), substituter.handle],
     ...(follower ? { degraded: () => follower.current().degraded } : {}),
   });
   // A mirror signs no checkpoints.
-  const republish = config.follow ? undefined : cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.publish());
+  const republish = config.follow ? undefined : cron.schedule(config.ledger.checkpointCron, () => service.checkpoints.tryPublish());
   let gcRun: Promise<void> | undefined;
-  const runGc = async () => {
-    try {
-      const result = await collectGarbage({ db: service.db, blobs, catalog, logger, retentionDays: config.gc.retentionDays });
-      logger.info('garbage collection finished', { deleted: result.deleted.length, bytesFreed: result.bytesFreed, kept: result.kept, waitingOrphans: result.waitingOrphans });
-    } catch (error) {
-      logger.error('garbage collection failed', { err: error });
-    }
+  const maintain = () => runMaintenance({ db: service.db, blobs, catalog, missing, logger, dataDir: config.dataDir, retentionDays: config.gc.retentionDays });
+  const gc = cron.schedule(config.gc.cron, () => (gcRun = maintain()), { name: 'gc', noOverlap: true });
+  const close = async () => {
+    await follower?.stop();
+    republish?.stop();
+    await gc.stop();
+    await gcRun;
+    substituter.stop();
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+    await closed;
+    // Cache Sigs still being made for the last commits: store them rather than leave them to be made on read.
+    await service.decisions.signaturesStored();
+    await witnessing.stop();
+    removeQuietly(dataPaths(config.dataDir).server);
+    service.close();
   };
-  const gc = cron.schedule(config.gc.cron, () => (gcRun = runGc()), { name: 'gc', noOverlap: true });
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.listen.port, config.listen.host, () => resolve());
-  });
+  server.off('request', starting).on('request', handler);
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
@@ -125,20 +156,6 @@ export async function startServer(config: Config, logger = createLogger(config.l
     blobs,
     url,
     ...(follower ? { follower } : {}),
-    async close() {
-      await follower?.stop();
-      republish?.stop();
-      await gc.stop();
-      await gcRun;
-      substituter.stop();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections();
-      await closed;
-      // Cache Sigs still being made for the last commits: store them rather than leave them to be made on read.
-      await service.decisions.signaturesStored();
-      await witnessing.stop();
-      removeQuietly(dataPaths(config.dataDir).server);
-      service.close();
-    },
+    close,
   };
 }

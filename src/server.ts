@@ -1,8 +1,9 @@
 import express, { type Router } from 'express';
 import { perClientLimit } from './http/perClientLimit.js';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { apiRoutes } from './api/routes.js';
-import { jsonErrors } from './http/errors.js';
+import { QuorumError } from './errors.js';
+import { classifyError, jsonErrors, sendError } from './http/errors.js';
 import type { Metrics } from './metrics.js';
 import type { Service } from './service.js';
 
@@ -24,14 +25,16 @@ export interface Routes {
   degraded?: () => string | null;
 }
 
-export function createHttpServer(service: Service, metrics: Metrics, routes: Routes): Server {
+export function requestHandler(service: Service, metrics: Metrics, routes: Routes): (req: IncomingMessage, res: ServerResponse) => void {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(perClientLimit(service.config.http.maxConcurrentPerClient));
   app.use('/api/v1', apiRoutes(service, metrics), ...routes.api);
   app.get('/healthz', (_req, res) => {
-    service.db.prepare('SELECT 1').get();
+    // 503 when the ledger cannot be read: a balancer takes this server out, an operator reads why.
+    const unreadable = service.health.problem();
+    if (unreadable) return sendError(res, new QuorumError('database-unreadable', `unhealthy: ${unreadable}`));
     const degraded = routes.degraded?.();
     // Still 200: it serves what it verified; the body says what is wrong.
     res.type('text/plain').send(degraded ? `degraded: ${degraded}\n` : 'ok\n');
@@ -41,11 +44,20 @@ export function createHttpServer(service: Service, metrics: Metrics, routes: Rou
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   for (const pages of routes.pages) app.use(pages);
-  app.use((req, res) => res.status(404).type('text/plain').send(`not found: ${req.path}\n`));
-  app.use(jsonErrors(service.logger));
+  app.use((req, res) => sendError(res, new QuorumError('not-found', `nothing is served at ${req.method} ${req.path.slice(0, 200)}`, { field: 'path' })));
+  app.use(jsonErrors(service.logger, service.health));
 
-  return createServer((req, res) => {
-    for (const handler of routes.fast) if (handler(req, res)) return;
+  return (req, res) => {
+    try {
+      for (const handler of routes.fast) if (handler(req, res)) return;
+    } catch (err) {
+      // Thrown on bare node:http (a database that became unreadable under a lookup) it would end the process.
+      const error = classifyError(err, `${req.method} ${req.url}`, service.health);
+      service.logger.error('request failed', { method: req.method, url: req.url, code: error.code, err });
+      if (res.headersSent) res.destroy();
+      else sendError(res, error);
+      return;
+    }
     app(req, res);
-  });
+  };
 }

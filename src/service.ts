@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { ensureDefaultPolicy } from './app/policies.js';
 import type { Config } from './config.js';
-import { DataDirLock, dataPaths, looseSecrets, newAdminToken, readAdminToken, readOrCreate } from './dataDir.js';
+import { DataDirLock, dataPaths, looseSecrets, newAdminToken, readAdminToken, readOrCreate, removeLeftoverTempFiles } from './dataDir.js';
 import { openDb, type Db } from './db.js';
+import { DatabaseHealth, unreadableDatabase } from './db/health.js';
 import { DbVersion } from './db/version.js';
 import { formatNoteSignerKey, formatNoteVerifierKey, generateNoteKey, parseNoteSignerKey, parseNoteVerifierKey, type NoteVerifierKey } from './ledger/checkpoint.js';
 import { CheckpointPublisher } from './ledger/checkpoints.js';
@@ -28,6 +29,8 @@ export interface Service {
   config: Config;
   logger: Logger;
   db: Db;
+  /** Whether the database can still be read (/healthz). */
+  health: DatabaseHealth;
   /** What caches of registry and policy state are keyed on. */
   version: DbVersion;
   registry: BuilderRegistry;
@@ -70,6 +73,8 @@ export function openService(config: Config, logger: Logger): Service {
   const lock = DataDirLock.acquire(config.dataDir);
   let db: Db | undefined;
   try {
+    const leftovers = removeLeftoverTempFiles(config.dataDir);
+    if (leftovers.length > 0) logger.info('removed temp files of an interrupted write', { dataDir: config.dataDir, files: leftovers });
     db = openDb(paths.db, (line) => logger.info(line));
     const version = new DbVersion(db);
     const instance = meta(db, 'instance_id', () => randomBytes(4).toString('hex'));
@@ -105,6 +110,7 @@ export function openService(config: Config, logger: Logger): Service {
       config,
       logger,
       db,
+      health: new DatabaseHealth(paths.db, logger),
       version,
       registry,
       policies,
@@ -144,7 +150,8 @@ export function openService(config: Config, logger: Logger): Service {
   } catch (error) {
     if (db?.open) db.close();
     lock.release();
-    throw error;
+    // Damaged pages are found by the first queries (the rebuild from the log reads every leaf): one line too.
+    throw unreadableDatabase(error, paths.db) ?? error;
   }
 }
 

@@ -3,6 +3,7 @@ import { authenticBuilder } from '../app/nars.js';
 import { QuorumError } from '../errors.js';
 import { ATTEST_AUTH_SCHEME, attestAuthText, checkBuilderAuth, checkUploadAuth, parseBuilderAuth, parseUploadAuth } from '../http/builderAuth.js';
 import { closeAfterAnswer } from '../http/body.js';
+import { sendError } from '../http/errors.js';
 import type { Builder, BuilderRegistry } from '../ledger/registry.js';
 import { parseNarHash } from '../nix/hash.js';
 import type { FastHandler } from '../server.js';
@@ -38,8 +39,7 @@ export function builderGate(registry: BuilderRegistry): FastHandler {
     } catch (error) {
       if (!(error instanceof QuorumError)) throw error;
       closeAfterAnswer(req, res);
-      const body = JSON.stringify({ error: error.message, code: error.code, ...(error.field ? { field: error.field } : {}) });
-      res.writeHead(error.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
+      sendError(res, error);
       return true;
     }
     return false;

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import { QuorumError } from '../errors.js';
+import { asStorageFull } from '../faults/storageFull.js';
 
 export interface BlobStat {
   size: number;
@@ -53,6 +54,8 @@ export interface BlobStore {
   /** Idempotent: deleting an absent key succeeds. */
   delete(key: string): Promise<void>;
   list(prefix?: string): AsyncIterable<{ key: string; size: number }>;
+  /** Removes what interrupted puts left behind (the fs store's temp files); returns how many. Stores that leave nothing lack it. */
+  removeLeftovers?(): Promise<number>;
   /** A time-limited URL a client can GET directly; null when the object is absent. S3-backed stores only. */
   presignGet?(key: string, expiresSeconds: number): Promise<string | null>;
 }
@@ -153,6 +156,8 @@ export function declaredSizeMismatch(key: string, declared: number, actual: numb
 /** Wraps a backend failure (I/O, network, server error) in the error callers can count on. */
 export function storeFailure(store: string, action: string, cause: unknown): QuorumError {
   if (cause instanceof QuorumError) return cause;
+  const full = asStorageFull(cause, `${store}: ${action}`);
+  if (full) return full;
   const reason = cause instanceof Error ? cause.message : String(cause);
   return new QuorumError('blob-store-failed', `${store}: ${action} failed: ${reason}`, { cause });
 }

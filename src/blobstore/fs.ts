@@ -50,17 +50,22 @@ const SMALL_READ = 64 * 1024;
 export class FsBlobStore implements BlobStore {
   readonly describe: string;
   private readonly tempDir: string;
+  /** Temp files of this process's puts in flight: never leftovers, however slowly their client sends. */
+  private readonly writing = new Set<string>();
 
-  private constructor(readonly root: string) {
+  private constructor(
+    readonly root: string,
+    private readonly staleTempMs: number,
+  ) {
     this.describe = `fs:${root}`;
     this.tempDir = join(root, TEMP_DIR);
   }
 
   /** Opens (creating if needed) a store rooted at `root` and removes stale temp files of crashed writes. */
   static async open(root: string, options: { staleTempMs?: number } = {}): Promise<FsBlobStore> {
-    const store = new FsBlobStore(resolve(root));
+    const store = new FsBlobStore(resolve(root), options.staleTempMs ?? DEFAULT_STALE_TEMP_MS);
     await store.io('create the store folder', () => mkdir(store.tempDir, { recursive: true }));
-    await store.removeStaleTempFiles(options.staleTempMs ?? DEFAULT_STALE_TEMP_MS);
+    await store.removeLeftovers();
     return store;
   }
 
@@ -69,6 +74,7 @@ export class FsBlobStore implements BlobStore {
     const target = this.pathOf(key);
     const temp = join(this.tempDir, randomUUID());
     let handle: FileHandle | undefined;
+    this.writing.add(temp);
     try {
       handle = await this.io('create a temp file', () => open(temp, 'wx', 0o644));
       let size = 0;
@@ -100,6 +106,8 @@ export class FsBlobStore implements BlobStore {
       await handle?.close().catch(() => undefined);
       await unlink(temp).catch(() => undefined);
       throw err;
+    } finally {
+      this.writing.delete(temp);
     }
   }
 
@@ -227,18 +235,29 @@ export class FsBlobStore implements BlobStore {
     return join(this.root, ...segments, fanOf(leaf), leaf);
   }
 
-  private async removeStaleTempFiles(staleMs: number): Promise<void> {
-    const cutoff = Date.now() - staleMs;
+  /**
+   * Removes temp files of puts that a crash (or a kill) interrupted: older than the stale age and not
+   * one of this process's puts in flight. Younger ones may belong to another process writing into
+   * the same root right now (a CLI next to the server). Returns how many went.
+   */
+  async removeLeftovers(): Promise<number> {
+    const cutoff = Date.now() - this.staleTempMs;
+    let removed = 0;
     for (const entry of await this.readFolder(this.tempDir)) {
       const path = join(this.tempDir, entry.name);
+      if (this.writing.has(path)) continue;
       const info = await stat(path).catch(() => undefined);
       if (info && info.mtimeMs < cutoff) {
         // Another process opening the same root may remove it first.
-        await unlink(path).catch((err: unknown) => {
-          if (!isAbsent(err)) throw storeFailure(this.describe, `remove the stale temp file ${path}`, err);
-        });
+        await unlink(path).then(
+          () => removed++,
+          (err: unknown) => {
+            if (!isAbsent(err)) throw storeFailure(this.describe, `remove the stale temp file ${path}`, err);
+          },
+        );
       }
     }
+    return removed;
   }
 
   private async io<T>(action: string, operation: () => Promise<T>): Promise<T> {

@@ -212,6 +212,12 @@ export class ShardedBlobStore implements BlobStore {
     this.tolerate(errors, `delete ${key}`);
   }
 
+  /** Each child's leftovers; a failing child keeps its own for the next pass. */
+  async removeLeftovers(): Promise<number> {
+    const removed = await Promise.allSettled(this.stores.map((store) => store.removeLeftovers?.() ?? 0));
+    return removed.reduce((sum, r) => sum + (r.status === 'fulfilled' ? r.value : 0), 0);
+  }
+
   /** Every key once, in ascending order; fewer than r failing children are skipped (see `first`). */
   async *list(prefix?: string): AsyncGenerator<Listed> {
     const want = parseBlobPrefix(prefix);

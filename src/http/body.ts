@@ -49,11 +49,13 @@ const LINGER_MS = 2000;
  * connection while unread bytes wait, and a client still sending could lose the answer.)
  */
 export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
-  if (req.complete) return;
+  // A request already read has nothing left to discard; one whose reading failed (a store that
+  // refused the upload tore its stream down) has lost its socket to the response.
+  const socket = req.socket as typeof req.socket | null;
+  if (req.complete || socket === null) return;
   // The client must not send another request on this connection...
   res.setHeader('connection', 'close');
   // ...but Node's way of closing it after such an answer (destroySoon) resets it at once.
-  const socket = req.socket;
   socket.destroySoon = () => {
     // Node resumes an unread request when its answer finishes, to discard the rest: stop that.
     req.pause();

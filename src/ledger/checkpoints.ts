@@ -34,11 +34,24 @@ export class CheckpointPublisher {
   committed(): void {
     if (this.timer) return;
     const wait = Math.max(0, this.lastSignedAt + this.intervalMs - Date.now());
-    if (wait === 0) this.publish();
+    if (wait === 0) this.tryPublish();
     else this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.publish();
+      this.tryPublish();
     }, wait);
+  }
+
+  /**
+   * publish() where nobody waits for it (after a commit, on the re-publish schedule): a failure, such
+   * as a full disk refusing the row, is logged rather than thrown into the event loop, where it would
+   * end the process; the next commit or the scheduled re-publish signs again.
+   */
+  tryPublish(): void {
+    try {
+      this.publish();
+    } catch (error) {
+      this.logger.error('signing a checkpoint failed: the next commit or the scheduled re-publish tries again', { err: error });
+    }
   }
 
   /** Signs the current tree head unless it is already the latest checkpoint. */

@@ -36,7 +36,13 @@ export function narsFromPrimary(deps: { primary: string; blobs: BlobStore; catal
     const body = decompressStream(parseCompressionMethod(info.compression));
     source.on('error', (error) => body.destroy(error));
     source.pipe(body);
-    await uploadNar(deps.blobs, deps.catalog, { narHash: path.narHash, narSize: path.narSize, body, compression: deps.compression, uploadedBy: null, listings: deps.listings });
+    try {
+      await uploadNar(deps.blobs, deps.catalog, { narHash: path.narHash, narSize: path.narSize, body, compression: deps.compression, uploadedBy: null, listings: deps.listings });
+    } catch (error) {
+      // A refused upload leaves its body open (verifiedPut): this download stops here.
+      source.destroy();
+      throw error;
+    }
     return true;
   };
 }

@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics.js';
 import { parseNarHash } from '../nix/hash.js';
 import { isUpstreamKey, type NarCatalog } from './catalog.js';
 import type { NarListings } from './listings.js';
+import type { MissingNars } from './missing.js';
 import { uploadNar } from './upload.js';
 
 export interface NarRouteDeps {
@@ -20,6 +21,7 @@ export interface NarRouteDeps {
   compression: CompressionMethod;
   metrics: Metrics;
   logger: Logger;
+  missing: MissingNars;
 }
 
 /**
@@ -43,7 +45,10 @@ export function narRoutes(deps: NarRouteDeps): Router {
     // Held by an upstream cache: it serves the file (compressed as its narinfo says).
     if (isUpstreamKey(record.blobKey)) return res.redirect(302, record.blobKey);
     const blob = await deps.blobs.get(record.blobKey);
-    if (!blob) throw new QuorumError('not-found', `the NAR ${narHash} is catalogued but missing from the blob store`, { field: 'narHash' });
+    if (!blob) {
+      await deps.missing.found(record, 'read');
+      throw new QuorumError('not-found', `the NAR ${narHash} is missing from the blob store: upload it again`, { field: 'narHash' });
+    }
     res.set({
       'content-type': 'application/x-nix-nar',
       'content-length': String(record.narSize),
@@ -61,6 +66,9 @@ export function narRoutes(deps: NarRouteDeps): Router {
     const narHash = parseNarHash(String(req.params.narHash), 'narHash');
     const narSize = Number(req.headers['content-length']);
     const builder = gatedBuilder(req);
+    // A row whose blob is gone would make this upload a no-op ("exists"): the upload restores it instead.
+    const existing = deps.catalog.get(narHash);
+    if (existing) await deps.missing.found(existing, 'upload');
     try {
       const { created, record } = await uploadNar(deps.blobs, deps.catalog, { narHash, narSize, body: req, compression: deps.compression, uploadedBy: builder.id, listings: deps.listings });
       deps.metrics.uploads.inc({ result: created ? 'stored' : 'exists' });

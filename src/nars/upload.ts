@@ -89,9 +89,15 @@ export async function uploadNar(store: BlobStore, catalog: NarCatalog, req: Uplo
   const listing = verifier.listing;
   const encoded = listing && (await NarListings.encode(listing));
   // One transaction: a NAR is never catalogued without the listing it was uploaded with.
-  req.listings.db.transaction(() => {
-    catalog.add(record, req.uploadedBy);
-    if (encoded) req.listings.put(req.narHash, listing.length, encoded);
-  })();
+  try {
+    req.listings.db.transaction(() => {
+      catalog.add(record, req.uploadedBy);
+      if (encoded) req.listings.put(req.narHash, listing.length, encoded);
+    })();
+  } catch (error) {
+    // The database refused the row (a full disk): the blob goes too, unless another upload catalogued it meanwhile.
+    if (catalog.get(req.narHash)?.blobKey !== key) await store.delete(key).catch(() => undefined);
+    throw error;
+  }
   return { created: true, record: catalog.get(req.narHash)! };
 }

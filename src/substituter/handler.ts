@@ -5,9 +5,13 @@ import { pipeline } from 'node:stream/promises';
 import { crc32 } from 'node:zlib';
 import type { BlobRange, BlobStore } from '../blobstore/blobStore.js';
 import { openReader, type Db } from '../db.js';
+import type { DatabaseHealth } from '../db/health.js';
+import { QuorumError, type ErrorCode } from '../errors.js';
+import { sendError } from '../http/errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { NarCatalog, NarRecord } from '../nars/catalog.js';
+import type { MissingNars } from '../nars/missing.js';
 import { narHashFromDigest, type NarHash } from '../nix/hash.js';
 import type { SecretKey } from '../nix/keys.js';
 import { NARINFO_CONTENT_TYPE } from '../nix/narinfo.js';
@@ -27,6 +31,10 @@ export interface SubstituterDeps {
   cacheEntries: number;
   metrics: Metrics;
   logger: Logger;
+  /** Where a catalogued NAR that a read found gone is reported (it then stops being advertised). */
+  missing: MissingNars;
+  /** Told of every failed lookup: a damaged database shows on /healthz. */
+  health: DatabaseHealth;
   /** Finds a quorum path's NAR in an upstream cache and catalogues it (see upstream.ts). */
   upstream?: (hashPart: HashPart, path: QuorumPath) => Promise<boolean>;
 }
@@ -51,6 +59,8 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     for (const p of outPaths) for (const policy of deps.decisions.getPolicies()) cache.delete(`${policy.name}\0${hashPartOf(p as StorePath)}`);
   };
   deps.decisions.onChange(invalidate);
+  // Rare (a lost blob): every cached narinfo goes rather than finding the paths of that NAR.
+  deps.missing.onMissing(() => invalidate('all'));
   // Other processes (admin CLI, a separate ingest node) commit to the same database: drop the cache
   // when SQLite says the file changed under us.
   let dataVersion = deps.db.pragma('data_version', { simple: true });
@@ -73,10 +83,15 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
 
   const policyNamed = (name: string): Policy | undefined => deps.decisions.getPolicies().find((p) => p.name === name);
 
-  function send(res: ServerResponse, status: number, type: string, body: string, head: boolean, extra: Record<string, string> = {}): void {
+  function send(res: ServerResponse, status: number, type: string, body: string, head: boolean): void {
     // A string body goes out in one write with the head; a Buffer would be a second chunk.
-    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+    res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
     res.end(head ? undefined : body);
+  }
+
+  /** Nix treats 404 as "not here" and retries 5xx; the body, which it prints, has every error's shape. */
+  function refuse(res: ServerResponse, code: ErrorCode, message: string, head: boolean, field?: string): void {
+    sendError(res, new QuorumError(code, message, field ? { field } : {}), head);
   }
 
   /**
@@ -120,7 +135,7 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     const result = text === null ? 'miss' : 'hit';
     deps.metrics.narinfoRequests.inc({ policy: policy.name, result });
     deps.metrics.narinfoSeconds.observe({ result }, (performance.now() - started) / 1000);
-    if (text === null) send(res, 404, 'text/plain', 'not advertised: no quorum for this path, or its NAR is not available\n', head);
+    if (text === null) refuse(res, 'not-found', 'not advertised: no quorum for this path, or its NAR is not available', head, 'hashPart');
     else send(res, 200, NARINFO_CONTENT_TYPE, text, head);
   }
 
@@ -130,18 +145,19 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
 
   async function nar(req: IncomingMessage, res: ServerResponse, policy: Policy, file: string, head: boolean): Promise<void> {
     const m = NAR_FILE.exec(file);
-    if (!m) return send(res, 400, 'text/plain', 'bad NAR file name: expected nar/<52 nix32 chars>.nar[.<compression>]\n', head);
+    if (!m) return refuse(res, 'bad-nar-hash', 'bad NAR file name: expected nar/<52 nix32 chars>.nar[.<compression>]', head, 'path');
     // The catalogue is keyed by canonical narHash strings: a name that is not one is simply not found.
     const narHash = `sha256:${m[1]!}` as NarHash;
     deps.decisions.checkNar(narHash, policy.name);
     const record = deps.catalog.getAdvertised(narHash, policy.name);
     if (!record || record.blobKey !== `nar/${file}`) {
       deps.metrics.narRequests.inc({ result: 'miss' });
-      return send(res, 404, 'text/plain', 'no such NAR\n', head);
+      return refuse(res, 'not-found', 'no such NAR is advertised here', head, 'path');
     }
     const range = parseRange(req.headers.range, record.fileSize);
     if (range === 'unsatisfiable') {
-      return send(res, 416, 'text/plain', 'range not satisfiable\n', head, { 'content-range': `bytes */${record.fileSize}` });
+      res.setHeader('content-range', `bytes */${record.fileSize}`);
+      return refuse(res, 'bad-range', `range ${req.headers.range} is not satisfiable: the file has ${record.fileSize} bytes`, head, 'Range');
     }
     let blob;
     try {
@@ -149,12 +165,12 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
     } catch (error) {
       deps.metrics.blobErrors.inc({ op: 'get' });
       deps.logger.error('blob store read failed', { key: record.blobKey, store: deps.blobs.describe, err: error });
-      return send(res, 503, 'text/plain', 'blob store unavailable, retry\n', head, { 'retry-after': '5' });
+      return refuse(res, 'blob-store-unavailable', 'the blob store is unavailable: retry', head);
     }
     if (!blob) {
       deps.metrics.blobErrors.inc({ op: 'missing' });
-      deps.logger.error('catalogued NAR is missing from the blob store', { key: record.blobKey, store: deps.blobs.describe });
-      return send(res, 404, 'text/plain', 'NAR missing from the blob store\n', head);
+      await deps.missing.found(record, 'read');
+      return refuse(res, 'not-found', 'the NAR is missing from the blob store: it is no longer advertised', head, 'path');
     }
     const length = blob.end - blob.start + 1;
     const headers = {
@@ -213,7 +229,7 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
       rest = m[2]!;
       if (!policy) {
         if (rest === 'nix-cache-info' || rest.endsWith('.narinfo') || rest.startsWith('nar/')) {
-          send(res, 404, 'text/plain', `no policy named ${m[1]}\n`, req.method === 'HEAD');
+          refuse(res, 'unknown-policy', `no policy named ${m[1]}`, req.method === 'HEAD', 'policy');
           return true;
         }
         return false;
@@ -230,9 +246,9 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
       const m = NARINFO.exec(rest);
       if (!m) {
         deps.metrics.narinfoRequests.inc({ policy: policy?.name ?? 'default', result: 'bad' });
-        send(res, 400, 'text/plain', 'bad narinfo name: expected <32 nix32 chars>.narinfo\n', head);
+        refuse(res, 'bad-store-path', 'bad narinfo name: expected <32 nix32 chars>.narinfo', head, 'path');
       } else if (!policy) {
-        send(res, 404, 'text/plain', 'no default policy\n', head);
+        refuse(res, 'unknown-policy', 'no default policy', head, 'policy');
       } else {
         try {
           narinfo(res, policy, m[1] as HashPart, head);
@@ -243,7 +259,7 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
       return true;
     }
     if (rest.startsWith('nar/')) {
-      if (!policy) send(res, 404, 'text/plain', 'no default policy\n', head);
+      if (!policy) refuse(res, 'unknown-policy', 'no default policy', head, 'policy');
       else fail(res, nar(req, res, policy, rest.slice(4), head));
       return true;
     }
@@ -256,8 +272,10 @@ export function substituterHandler(deps: SubstituterDeps): { handle: (req: Incom
 
   function failed(res: ServerResponse, error: unknown): void {
     deps.logger.error('substituter request failed', { err: error });
-    if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n', false);
-    else res.destroy();
+    const fault = deps.health.notice(error);
+    if (res.headersSent) res.destroy();
+    else if (fault) sendError(res, fault);
+    else refuse(res, 'internal', 'internal error', false);
   }
 
   return {

@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import { dataPaths, readOrCreate } from '../dataDir.js';
 import { openDb } from '../db.js';
 import { QuorumError } from '../errors.js';
+import { listen } from '../http/listen.js';
 import { parseNoteVerifierKey, type NoteVerifierKey } from '../ledger/checkpoint.js';
 import { SignaturePool } from '../ledger/signaturePool.js';
 import type { Logger } from '../log.js';
@@ -59,10 +60,7 @@ export async function startWitness(config: Config, logger: Logger): Promise<Runn
       else res.destroy();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.listen.port, config.listen.host, () => resolve());
-  });
+  await listen(server, config.listen.host, config.listen.port);
   const address = server.address() as AddressInfo;
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   logger.info('witness listening', { url, vkey: signer.verifier.text, logs: [...logs.keys()] });

@@ -1,10 +1,12 @@
 import { type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postAttestations } from '../../bench/common.js';
 import { rawRequest } from '../../bench/hostile.js';
 import { addBuilder } from '../../src/app/builders.js';
+import { ERROR_STATUS } from '../../src/errors.js';
 import { attestAuthHeader } from '../../src/http/builderAuth.js';
 import { createLogger } from '../../src/log.js';
 import { generateSecretKey } from '../../src/nix/keys.js';
@@ -56,6 +58,52 @@ describe('fuzzing every route', () => {
   afterAll(async () => {
     await stopChild(child);
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers every refusal in one shape, {error, code, field?}, with the status of its code: API, substituter, 405s, express\'s own body parsing', async () => {
+    const admin = { authorization: `Bearer ${readFileSync(join(dir, 'admin-token'), 'utf8').trim()}`, 'content-type': 'application/json' };
+    const hashPart = hashPartOf(outPath as StorePath);
+    const refusals: Array<[string, string, RequestInit?]> = [
+      ['unknown API route', '/api/v1/no-such-route'],
+      ['unknown method on an API route', '/api/v1/attestations', { method: 'DELETE' }],
+      ['unknown page', `/${'x'.repeat(300)}`],
+      ['submission without a builder signature', '/api/v1/attestations', { method: 'POST', body: '{}' }],
+      ['upload without a builder signature', `/api/v1/nars/${randomNarHash()}`, { method: 'PUT', body: 'x' }],
+      ['admin call without the token', '/api/v1/builders', { method: 'POST', body: '{}' }],
+      ['admin body that is not JSON (express.json)', '/api/v1/builders', { method: 'POST', headers: admin, body: '{"name": ' }],
+      ['admin body that is not an object', '/api/v1/policies/p', { method: 'PUT', headers: admin, body: '"x"' }],
+      ['a hash part that is not one', '/api/v1/paths/not-a-hash-part'],
+      ['a path segment that does not decode', '/api/v1/paths/%FF%FE'],
+      ['a NUL in a path segment', '/api/v1/paths/%00'],
+      ['log range that is no number', '/api/v1/log/entries?start=x&end=%00'],
+      ['proof of nothing', '/api/v1/log/proof/inclusion?index=-1&size=%FF'],
+      ['a NAR not stored', `/api/v1/nars/${randomNarHash()}`],
+      ['narinfo name that is not one', '/not-a-hash.narinfo'],
+      ['narinfo not advertised', `/${'0'.repeat(32)}.narinfo`],
+      ['NAR file name that is not one', '/nar/zzz'],
+      ['policy that does not exist', '/policy/nope/nix-cache-info'],
+      ['nix copy --to (405)', `/${hashPart}.narinfo`, { method: 'PUT', body: 'StorePath: x' }],
+      ['NAR upload through the cache path (405)', '/nar/x.nar', { method: 'POST', body: 'x' }],
+    ];
+    for (const [what, path, init] of refusals) {
+      const res = await fetch(`${url}${path}`, init);
+      const text = await res.text();
+      expect(res.status, `${what}: ${text}`).toBeGreaterThanOrEqual(400);
+      expect(res.status, what).toBeLessThan(500);
+      expect(res.headers.get('content-type'), what).toMatch(/^application\/json/);
+      const body = JSON.parse(text) as Record<string, unknown>;
+      expect(Object.keys(body).filter((k) => !['error', 'code', 'field'].includes(k)), what).toEqual([]);
+      expect(typeof body.error, what).toBe('string');
+      expect(ERROR_STATUS[body.code as keyof typeof ERROR_STATUS], `${what}: ${text}`).toBe(res.status);
+    }
+    // Search takes any bytes (NUL, invalid UTF-8, a very long query): an answer saying the query finds nothing, never a 5xx.
+    for (const q of ['%00', '%FF%FE', '%C3%28', 'a'.repeat(12_000), '%25%00%0A', '%00'.repeat(2000)]) {
+      const api = await fetch(`${url}/api/v1/search?q=${q}`);
+      expect(api.status, q.slice(0, 20)).toBe(200);
+      expect(((await api.json()) as { results: unknown[] }).results).toEqual([]);
+      expect((await fetch(`${url}/search?q=${q}`)).status, q.slice(0, 20)).toBe(200);
+    }
+    expect(child.exitCode).toBeNull();
   });
 
   it(`answers ${SECONDS} s of random and mutated requests without a 5xx but 503, without crashing, and changes nothing`, async () => {

@@ -4,17 +4,25 @@ import { CLI_PATH as CLI, freePort } from '../../bench/common.js';
 /** The built CLI and free ports are the benchmarks' too (bench/common.ts). */
 export { CLI, freePort };
 
+export interface SpawnOptions {
+  /** Where the child's stdout and stderr go: a file descriptor (e.g. of /dev/full), else a pipe whose stderr is collected. */
+  output?: number;
+  /** Added to the environment (NIX_QUORUM_LOG_LEVEL is warn unless set here). */
+  env?: NodeJS.ProcessEnv;
+}
+
 /** Runs `nix-quorum serve` as a child process (so it can be SIGKILLed) and waits until it answers. */
-export async function spawnServer(dataDir: string, port: number, extraArgs: string[] = []): Promise<{ url: string; child: ChildProcess }> {
-  return spawnUntilHealthy(process.execPath, [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, ...extraArgs], port, 'server');
+export async function spawnServer(dataDir: string, port: number, extraArgs: string[] = [], options: SpawnOptions = {}): Promise<{ url: string; child: ChildProcess; stderr: () => string }> {
+  return spawnUntilHealthy(process.execPath, [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, ...extraArgs], port, 'server', options);
 }
 
 /** Spawns a nix-quorum process that listens on `port` and waits until its /healthz answers. */
-export async function spawnUntilHealthy(command: string, args: string[], port: number, what: string): Promise<{ url: string; child: ChildProcess; stderr: () => string }> {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NIX_QUORUM_LOG_LEVEL: 'warn' } });
+export async function spawnUntilHealthy(command: string, args: string[], port: number, what: string, options: SpawnOptions = {}): Promise<{ url: string; child: ChildProcess; stderr: () => string }> {
+  const output = options.output ?? 'pipe';
+  const child = spawn(command, args, { stdio: ['ignore', output, output], env: { ...process.env, NIX_QUORUM_LOG_LEVEL: 'warn', ...options.env } });
   let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  child.stdout!.resume();
+  child.stderr?.on('data', (d) => (stderr += d));
+  child.stdout?.resume();
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 400; i++) {
     if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}: ${stderr}`);

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -11,39 +11,24 @@ import { decompressStream, type CompressionMethod } from '../../src/blobstore/co
 import { uploadAuthHeader } from '../../src/http/builderAuth.js';
 import { narHashFromDigest, parseNarHash, sha256, type NarHash } from '../../src/nix/hash.js';
 import { generateSecretKey, type SecretKey } from '../../src/nix/keys.js';
-import { dumpNar } from '../../src/nix/nar/index.js';
 import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { chrootBuildFlags, describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { addBuilder, revokeBuilder } from '../../src/app/builders.js';
 import { postAttestations } from '../../bench/common.js';
-
-interface Nar {
-  bytes: Buffer;
-  narHash: NarHash;
-  narSize: number;
-}
-
-const narOf = (bytes: Buffer): Nar => ({ bytes, narHash: narHashFromDigest(sha256(bytes)), narSize: bytes.length });
+import { metric as metricAt, narOf, treeNar as narTree, type Nar } from '../helpers/nars.js';
 
 const temps: string[] = [];
 afterAll(() => {
   for (const dir of temps) rmSync(dir, { recursive: true, force: true });
 });
 
-/** The NAR of a real directory (a data file of `dataBytes` random bytes, an executable, a symlink), as Nix would dump it. */
+/** The NAR of a real directory in a temp folder removed after the tests. */
 async function treeNar(dataBytes: number): Promise<Nar> {
   const dir = tempDir('nar-src');
   temps.push(dir);
-  const root = join(dir, 'out');
-  mkdirSync(join(root, 'bin'), { recursive: true });
-  writeFileSync(join(root, 'data'), randomBytes(dataBytes));
-  writeFileSync(join(root, 'bin', 'run'), '#!/bin/sh\necho hi\n', { mode: 0o755 });
-  symlinkSync('data', join(root, 'link'));
-  const chunks: Buffer[] = [];
-  for await (const chunk of dumpNar(root)) chunks.push(chunk);
-  return narOf(Buffer.concat(chunks));
+  return narTree(dir, dataBytes);
 }
 
 async function startWithBuilders(...keys: SecretKey[]): Promise<{ server: RunningServer; dir: string }> {
@@ -107,10 +92,8 @@ function filesUnder(root: string): string[] {
     .sort();
 }
 
-async function metric(server: RunningServer, series: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
+function metric(server: RunningServer, series: string): Promise<number> {
+  return metricAt(server.url, series);
 }
 
 async function until(what: string, condition: () => boolean | Promise<boolean>): Promise<void> {
@@ -500,7 +483,7 @@ describe('a narinfo lookup whose database read fails', () => {
         res = await fetch(`${server.url}/${hashPartOf(outPath as StorePath)}.narinfo`);
       });
       expect(res!.status).toBe(500);
-      expect(await res!.text()).toBe('internal error\n');
+      expect(await res!.json()).toEqual({ error: 'internal error', code: 'internal' });
       expect(lines).toContainEqual(expect.objectContaining({ level: 'error', msg: 'substituter request failed' }));
       server.service.db.exec('ALTER TABLE decisions_away RENAME TO decisions');
       expect((await fetch(`${server.url}/${hashPartOf(outPath as StorePath)}.narinfo`)).status).toBe(200);
