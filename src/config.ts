@@ -7,7 +7,7 @@ import { QuorumError } from './errors.js';
 import { parseNoteVerifierKey } from './ledger/checkpoint.js';
 import { parseCosignerVerifier } from './witness/cosignature.js';
 
-const hostPort = z
+export const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):[0-9]{1,5}$/, 'listen must be HOST:PORT, e.g. 127.0.0.1:8080')
   .transform((s) => {
@@ -17,7 +17,7 @@ const hostPort = z
   .refine((a) => a.port <= 65535, 'listen port must be at most 65535');
 
 /** A text that `parse` accepts; its error is the zod issue. */
-const parsedBy = (parse: (text: string) => unknown) =>
+export const parsedBy = (parse: (text: string) => unknown) =>
   z.string().superRefine((text, ctx) => {
     try {
       parse(text);
@@ -25,8 +25,8 @@ const parsedBy = (parse: (text: string) => unknown) =>
       ctx.addIssue({ code: 'custom', message: (error as Error).message });
     }
   });
-const witnessVkey = parsedBy((t) => parseCosignerVerifier(t, 'vkey'));
-const logVkey = parsedBy((t) => parseNoteVerifierKey(t, 'vkey'));
+export const witnessVkey = parsedBy((t) => parseCosignerVerifier(t, 'vkey'));
+export const logVkey = parsedBy((t) => parseNoteVerifierKey(t, 'vkey'));
 
 const cronExpr = z.string().min(1, 'cron expressions need five or six fields, e.g. "*/5 * * * *"');
 
