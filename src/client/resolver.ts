@@ -119,17 +119,18 @@ export class PathResolver {
     for (let attempt = 0; ; attempt++) {
       const response = await ledger.proofs(hashPart, this.cosigned);
       const proofs = proofsOf(response);
-      // Nothing attested: nothing to verify (a ledger hiding attestations is caught by monitors, not here).
-      if (proofs.note === null) return { hashPart, ledger: ledger.url, checkpoint: null, verdict: null, narinfo: null, skipped };
       let checkpoint: AcceptedCheckpoint;
       try {
+        // Nothing attested: the ledger's checkpoint all the same, so a rolled-back or forked ledger is
+        // caught on a miss too (a ledger hiding one path's attestations is caught by monitors, not here).
         // The first time, a smaller checkpoint may be an answer that raced a newer one this client
         // just stored: asked again, an honest ledger answers with the newer one.
-        checkpoint = await this.heads.accept(proofs.note, ledger, attempt > 0);
+        checkpoint = await this.heads.accept(proofs.note ?? (await ledger.checkpoint(this.cosigned)), ledger, attempt > 0);
       } catch (error) {
         if (error instanceof VerificationError && error.code === 'rollback' && attempt === 0) continue;
         throw error;
       }
+      if (proofs.note === null) return { hashPart, ledger: ledger.url, checkpoint, verdict: null, narinfo: null, skipped };
       const verdict = verifyPath(hashPart, proofs, checkpoint.checkpoint, this.policy);
       return { hashPart, ledger: ledger.url, checkpoint, verdict, narinfo: this.narinfo(verdict, response, ledger), skipped };
     }
