@@ -1,3 +1,4 @@
+import type { Step } from '../verification/errors.js';
 import type { Resolution } from './resolver.js';
 
 export interface StepLine {
@@ -19,7 +20,7 @@ export interface CheckReport {
 
 const STEP_NAMES = ['checkpoint', 'attestations', 'revocations', 'policy', 'narinfo'] as const;
 /** Which of the five steps a failed verification step (src/verification/errors.ts) belongs to. */
-const STEP_OF: Record<string, number> = { checkpoint: 1, consistency: 1, inclusion: 2, leaf: 2, signature: 2, revocation: 3 };
+const STEP_OF: Record<Step, number> = { checkpoint: 1, consistency: 1, inclusion: 2, leaf: 2, signature: 2 };
 
 export function checkReport(r: Resolution): CheckReport {
   const steps: StepLine[] = [];
@@ -40,7 +41,7 @@ export function checkReport(r: Resolution): CheckReport {
   }
   if (r.ledger === null) {
     const last = r.skipped[r.skipped.length - 1];
-    if (last) line(last.step ? STEP_OF[last.step] ?? 1 : 1, false, `every ledger failed; last: ${last.ledger}: ${last.message}`);
+    if (last) line(last.step ? STEP_OF[last.step] : 1, false, `every ledger failed; last: ${last.ledger}: ${last.message}`);
   }
   line(5, r.narinfo !== null, r.narinfo !== null ? `served, signed by this client's key${v?.content ? `: NarHash ${v.content.narHash}, NarSize ${v.content.narSize}` : ''}` : 'refused: Nix gets 404 for this path');
   return { hashPart: r.hashPart, verdict: r.narinfo !== null ? 'substitute' : 'refuse', ledger: r.ledger, steps, skipped: r.skipped, narinfo: r.narinfo };

@@ -5,7 +5,7 @@ import type { NarHash } from '../nix/hash.js';
 import type { SecretKey } from '../nix/keys.js';
 import { serializeNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { baseNameOf, type HashPart } from '../nix/storePath.js';
-import { VerificationError } from '../verification/errors.js';
+import { VerificationError, type Step } from '../verification/errors.js';
 import type { AcceptedCheckpoint, HeadTracker } from './heads.js';
 import type { Ledger, ProofsResponse } from './ledger.js';
 import type { ClientMetrics } from './metrics.js';
@@ -17,7 +17,7 @@ export interface Skipped {
   ledger: string;
   code: string;
   /** The verification step that failed, if one did (else it was down or malformed). */
-  step: string | null;
+  step: Step | null;
   message: string;
 }
 

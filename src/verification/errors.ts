@@ -1,31 +1,16 @@
-import { QuorumError } from '../errors.js';
+import { QuorumError, type ErrorCode } from '../errors.js';
 
 /**
  * The verification steps every verifier of a ledger runs (the mirror's follower, the client), in
- * order. A failure names its step, so a report says how far a ledger's answer got.
+ * this order: 1 checkpoint, 2 consistency, 3 inclusion, 4 leaf, 5 signature, then 6 revocations
+ * (revocations.ts), which cannot fail: they only remove trust. A failure names its step, so a
+ * report says how far a ledger's answer got.
  */
-export const STEPS = {
-  checkpoint: 1,
-  consistency: 2,
-  inclusion: 3,
-  leaf: 4,
-  signature: 5,
-  revocation: 6,
-} as const;
-export type Step = keyof typeof STEPS;
+export type Step = 'checkpoint' | 'consistency' | 'inclusion' | 'leaf' | 'signature';
 
 /** Why a ledger's answer was refused: a closed subset of the error codes (src/errors.ts). */
-export type VerificationCode =
-  | 'bad-checkpoint'
-  | 'not-witnessed'
-  | 'tampered'
-  | 'rollback'
-  | 'fork'
-  | 'bad-proof'
-  | 'bad-leaf'
-  | 'root-mismatch'
-  | 'bad-signature'
-  | 'not-derivable';
+const VERIFICATION_CODES = ['bad-checkpoint', 'not-witnessed', 'tampered', 'rollback', 'fork', 'bad-proof', 'bad-leaf', 'root-mismatch', 'bad-signature', 'not-derivable'] as const satisfies readonly ErrorCode[];
+export type VerificationCode = (typeof VERIFICATION_CODES)[number];
 
 /**
  * Codes that prove misbehaviour of the log itself (something its key signed does not follow from
@@ -58,9 +43,7 @@ export function step<T>(name: Step, fallback: VerificationCode, run: () => T): T
     return run();
   } catch (error) {
     if (error instanceof VerificationError || !(error instanceof QuorumError)) throw error;
-    const code = (VERIFICATION_CODES as ReadonlySet<string>).has(error.code) ? (error.code as VerificationCode) : fallback;
+    const code = (VERIFICATION_CODES as readonly string[]).includes(error.code) ? (error.code as VerificationCode) : fallback;
     throw new VerificationError(name, code, error.message);
   }
 }
-
-const VERIFICATION_CODES: ReadonlySet<VerificationCode> = new Set<VerificationCode>(['bad-checkpoint', 'not-witnessed', 'tampered', 'rollback', 'fork', 'bad-proof', 'bad-leaf', 'root-mismatch', 'bad-signature', 'not-derivable']);
