@@ -11,19 +11,13 @@
  *
  *   npm run build && node dist/bench/scale.js [--stages 1000000,10000000] [--lookups 20000] [--requests 2000] [--keep]
  *
- * Loading: signing 10M attestations and verifying them through HTTP would take about an hour of
- * Ed25519 here, so rows are written directly into the tables Ingestor.commit writes, through the
- * same code where there is code: attestation rows (random 64-byte signatures, as long as real ones:
- * the server never re-verifies stored rows), MerkleLog.append over encodeLeaf (so the tree is the
- * real tree of those leaves), DecisionMaterializer.recompute, NarCatalog.add, and a signed checkpoint
- * per batch. The shape: derivations with 1-3 outputs (out, dev, man), 0-5 references to earlier
- * paths, every path attested by the same 3 builder keys with the same content (a batch holds each
- * key's attestations in turn, as builders that lag each other would), half the attestations carry
- * a narinfo signature, and every path's NAR is catalogued. During the load only, the connection
- * runs with PRAGMA synchronous=OFF (no fsync per batch; the load is not a durability test) and a
- * 1 GiB page cache; every measurement reopens the database with openDb's production settings.
+ * Loading: bench/bulkLoad.ts writes the rows directly into the tables Ingestor.commit writes, with
+ * random signatures (signing 10M attestations and verifying them through HTTP would take about an
+ * hour of Ed25519 here), every path attested by the same 3 builder keys. During the load only, the
+ * connection runs with PRAGMA synchronous=OFF (no fsync per batch; the load is not a durability
+ * test) and a 1 GiB page cache; every measurement reopens the database with openDb's production
+ * settings.
  */
-import type { Statement } from 'better-sqlite3';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, statfsSync } from 'node:fs';
@@ -33,23 +27,19 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
 import { dataPaths } from '../src/dataDir.js';
 import { openDb, type Db } from '../src/db.js';
-import type { Attestation, StatementFields } from '../src/ledger/statement.js';
 import { decodeLeaf, encodeLeaf } from '../src/ledger/leaf.js';
 import { MerkleLog } from '../src/ledger/log.js';
 import { leafHash, verifyInclusion } from '../src/ledger/merkle.js';
 import { attestationOf, attestationsByLeaf, attestationsOfHashPart } from '../src/ledger/queries.js';
-import type { Builder } from '../src/ledger/registry.js';
 import { createLogger } from '../src/log.js';
-import { NarCatalog } from '../src/nars/catalog.js';
-import { narBlobKey } from '../src/nars/upload.js';
-import type { NarHash } from '../src/nix/hash.js';
 import { generateSecretKey } from '../src/nix/keys.js';
 import { nix32Encode } from '../src/nix/nix32.js';
 import { hashPartOf, type HashPart, type StorePath } from '../src/nix/storePath.js';
 import { DEFAULT_POLICY } from '../src/quorum/policies.js';
 import { openService, type Service } from '../src/service.js';
 import { QuorumLookup } from '../src/substituter/narinfo.js';
-import { CLI_PATH, freePort, percentile, randomNarHash, randomPackageName, randomStorePath, waitForHealth } from './common.js';
+import { BulkLoader } from './bulkLoad.js';
+import { CLI_PATH, freePort, percentile, waitForHealth } from './common.js';
 import { addBuilder } from '../src/app/builders.js';
 
 const { values } = parseArgs({
@@ -66,10 +56,6 @@ const lookups = Number(values.lookups);
 const requests = Number(values.requests);
 
 const BUILDERS = 3;
-/** Attestations per load transaction. */
-const BATCH = 50_000;
-/** Paths a new path may reference: the most recent ones (references point at earlier paths). */
-const REFERENCE_POOL = 20_000;
 /** Database bytes per attestation measured (1,360 with the web projection), with room for the WAL. */
 const DISK_PER_ATTESTATION = 1600;
 
@@ -92,128 +78,6 @@ const needed = stages[stages.length - 1]! * DISK_PER_ATTESTATION;
 if (free < needed) {
   cleanUp();
   throw new Error(`${dir}: ${(free / 2 ** 30).toFixed(1)} GiB free, the largest stage needs about ${(needed / 2 ** 30).toFixed(1)} GiB; use smaller --stages or point TMPDIR elsewhere`);
-}
-
-type PathSpec = StatementFields;
-
-/** Writes synthetic attestations the way Ingestor.commit does (see the file comment). */
-class BulkLoader {
-  leaves = 0;
-  /** Ring buffer of the most recent paths, the candidates for references. */
-  private readonly recent: StorePath[] = [];
-  private recentNext = 0;
-  private service!: Service;
-  private catalog!: NarCatalog;
-  private insert!: Statement<unknown[]>;
-  /** Seconds spent per part of a batch, for the report. */
-  readonly seconds = { generate: 0, attestations: 0, nars: 0, merkle: 0, decisions: 0, commit: 0, checkpoint: 0 };
-
-  constructor(
-    service: Service,
-    private readonly builders: Builder[],
-  ) {
-    this.use(service);
-  }
-
-  /** Loads through this service from now on (the ledger is closed and reopened between stages). */
-  use(service: Service): void {
-    this.service = service;
-    this.catalog = new NarCatalog(service.db);
-    // Ingestor.commit's INSERT; its duplicate check is skipped because every generated row is new.
-    this.insert = service.db.prepare(
-      `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-  }
-
-  /** Loads batches until the log holds `target` leaves, yielding between batches (so Ctrl-C cleans up). */
-  async loadTo(target: number): Promise<void> {
-    const started = process.hrtime.bigint();
-    const from = this.leaves;
-    while (this.leaves < target) {
-      this.batch(Math.min(BATCH, target - this.leaves));
-      await new Promise((resolve) => setImmediate(resolve));
-      const s = Number(process.hrtime.bigint() - started) / 1e9;
-      process.stderr.write(`\rloaded ${this.leaves} attestations, ${Math.round((this.leaves - from) / s)}/s`);
-    }
-    // The cache Sigs of the last batches are made in the signature pool; measure with them stored.
-    await this.service.decisions.signaturesStored();
-    process.stderr.write('\n');
-  }
-
-  private batch(count: number): void {
-    const { db, log, decisions, checkpoints } = this.service;
-    let t = process.hrtime.bigint();
-    const lap = (part: keyof BulkLoader['seconds']) => {
-      const now = process.hrtime.bigint();
-      this.seconds[part] += Number(now - t) / 1e9;
-      t = now;
-    };
-    const paths: PathSpec[] = [];
-    while (paths.length * BUILDERS < count) paths.push(...this.derivation());
-    lap('generate');
-    const start = log.size();
-    db.transaction(() => {
-      const leaves: Buffer[] = [];
-      const now = Date.now();
-      // Each key's attestations of the batch in turn; when paths * keys overshoots `count`, the last
-      // key leaves the final few paths out (they still reach the default threshold of 2).
-      for (const builder of this.builders) {
-        for (const p of paths) {
-          if (leaves.length === count) break;
-          const a: Attestation = {
-            ...p,
-            builder: builder.name,
-            signature: randomBytes(64),
-            narinfoSignature: Math.random() < 0.5 ? `${builder.name}:${randomBytes(64).toString('base64')}` : null,
-          };
-          this.insert.run(start + leaves.length, builder.id, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, a.references.join(','), a.signature, a.narinfoSignature, now);
-          leaves.push(encodeLeaf(a));
-        }
-      }
-      lap('attestations');
-      for (const p of paths) {
-        const fileSize = Math.ceil(p.narSize / 3);
-        this.catalog.add({ narHash: p.narHash, narSize: p.narSize, blobKey: narBlobKey(p.narHash, 'br'), compression: 'br', fileHash: randomNarHash(), fileSize, fileCrc32: null }, this.builders[0]!.id);
-      }
-      lap('nars');
-      log.append(start, leaves);
-      lap('merkle');
-      decisions.recompute(new Set(paths.map((p) => p.outPath)));
-      lap('decisions');
-    })();
-    lap('commit');
-    this.leaves += count;
-    checkpoints.publish();
-    lap('checkpoint');
-  }
-
-  /** One derivation's outputs, each referencing 0-5 earlier paths. */
-  private derivation(): PathSpec[] {
-    const name = randomPackageName();
-    const drvPath = randomStorePath(`${name}.drv`) as StorePath;
-    const r = Math.random();
-    const outputs = r < 0.7 ? ['out'] : r < 0.9 ? ['out', 'dev'] : ['out', 'dev', 'man'];
-    const specs = outputs.map((outputName): PathSpec => {
-      const references = new Set<StorePath>();
-      const wanted = Math.floor(Math.random() * 6);
-      for (let i = 0; i < wanted && this.recent.length > 0; i++) references.add(this.recent[Math.floor(Math.random() * this.recent.length)]!);
-      return {
-        drvPath,
-        outputName,
-        outPath: randomStorePath(outputName === 'out' ? name : `${name}-${outputName}`) as StorePath,
-        narHash: randomNarHash() as NarHash,
-        // Log-uniform from 1 KB to 100 MB.
-        narSize: Math.round(10 ** (3 + 5 * Math.random())),
-        references: [...references].sort(),
-      };
-    });
-    for (const s of specs) {
-      this.recent[this.recentNext] = s.outPath;
-      this.recentNext = (this.recentNext + 1) % REFERENCE_POOL;
-    }
-    return specs;
-  }
 }
 
 interface Latency {
@@ -468,7 +332,7 @@ try {
   let { service } = await openLedger();
   const builders = Array.from({ length: BUILDERS }, (_, i) => addBuilder(service, generateSecretKey(`builder-${i}.example.org-1`).publicKey).builder);
   firstLeaf = service.log.size();
-  const loader = new BulkLoader(service, builders);
+  const loader = new BulkLoader(service, builders.map((builder) => ({ builder, secretKey: null })));
   const results: StageResult[] = [];
   for (const target of stages) {
     const t = process.hrtime.bigint();

@@ -75,7 +75,7 @@ export async function startServer(config: Config, logger = createLogger(config.l
   const logs = buildLogRoutes({ blobs, logs: new BuildLogs(service.db), registry: service.registry, decisions: service.decisions, metrics, logger });
   const server = createHttpServer(service, metrics, {
     api: [narRoutes({ blobs, catalog, listings, registry: service.registry, compression: config.compression, metrics, logger }), logs.api, witnessRoutes(witnessing), ...(follower ? [mirrorRoutes(follower)] : [])],
-    pages: [readOnlyCacheRoutes(), listingRoutes({ db: service.db, listings }), logs.pages, webRoutes(service)],
+    pages: [readOnlyCacheRoutes(), listingRoutes({ db: service.db, listings }), logs.pages, webRoutes(service, follower)],
     fast: [...(config.follow ? [refuseWrites(config.follow.url)] : []), builderGate(service.registry), substituter.handle],
     ...(follower ? { degraded: () => follower.current().degraded } : {}),
   });
@@ -104,10 +104,13 @@ export async function startServer(config: Config, logger = createLogger(config.l
   writeFileDurable(dataPaths(config.dataDir).server, `${JSON.stringify({ url: `http://${local}:${address.port}`, pid: process.pid })}\n`);
   logger.info('listening', { url, dataDir: config.dataDir, origin: service.origin, ...(config.follow ? { mirrorOf: config.follow.url } : {}) });
   if (follower && upstream) {
-    // NARs of what reached quorum are fetched ahead, so the mirror serves them when the primary is gone.
+    // NARs of what reached quorum are fetched ahead, so the mirror serves them when the primary is
+    // gone. Not during a catch-up: a mirror started on a large log would fetch every NAR the primary
+    // holds while it still verifies; those NARs are fetched when first asked for.
     const prefetch = new NarPrefetcher(upstream);
     const lookup = new QuorumLookup(service.db);
-    follower.onApplied((outPaths) => {
+    follower.onApplied((outPaths, catchingUp) => {
+      if (catchingUp) return;
       const wanted = [...outPaths].map((p) => hashPartOf(p as StorePath)).flatMap((hashPart) => {
         const path = lookup.find(DEFAULT_POLICY, hashPart);
         return path && !path.nar ? [{ hashPart, path }] : [];

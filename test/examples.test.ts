@@ -3,11 +3,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
+import { formatNoteVerifierKey, generateNoteKey } from '../src/ledger/checkpoint.js';
+import { generateCosignerKey } from '../src/witness/cosignature.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { clientConfigSchema, loadClientConfig } from '../src/client/config.js';
-import { formatNoteVerifierKey, generateNoteKey } from '../src/ledger/checkpoint.js';
 import { formatPublicKey, generateSecretKey } from '../src/nix/keys.js';
-import { generateCosignerKey } from '../src/witness/cosignature.js';
 import { clientNixConf } from '../src/substituter/clientConfig.js';
 import { describeNix, nix } from './helpers/nix.js';
 
@@ -39,6 +39,13 @@ describe('the README\'s examples', () => {
     const builder = loadConfig({ file: join(EXAMPLES, 'builder.json'), env: {} });
     expect(builder.builder.server).toBe('https://quorum.example.org');
     expect(JSON.parse(example('client.json'))).toMatchObject({ ledgers: ['https://quorum.example.org', 'https://mirror.example.net'], threshold: 2, witnessThreshold: 2 });
+    // The mirror's file with real keys in place of the placeholders is a config serve accepts.
+    const mirror = JSON.parse(example('mirror.json')) as { follow: { logKey: string; witnesses: string[] } };
+    expect([mirror.follow.logKey, ...mirror.follow.witnesses].every((k) => k.endsWith('…'))).toBe(true);
+    const logKey = formatNoteVerifierKey(generateNoteKey('quorum.example.org/log').verifier);
+    const witnesses = mirror.follow.witnesses.map((w) => generateCosignerKey(w.slice(0, w.indexOf('+'))).verifier.text);
+    const config = loadConfig({ env: {}, flags: { ...mirror, follow: { ...mirror.follow, logKey, witnesses } } as never });
+    expect(config.follow).toMatchObject({ url: 'https://quorum.example.org', witnessThreshold: 2, witnesses });
   });
 
   it('configures the verifying client with the keys its schema knows, each of the shape it takes', () => {

@@ -8,10 +8,10 @@ import { decodeLeaf, type LogLeaf } from '../ledger/leaf.js';
 import { LogState } from '../ledger/logState.js';
 import { leafHash } from '../ledger/merkle.js';
 import { rebuildProjection } from '../ledger/projection.js';
-import { contentKey } from '../ledger/statement.js';
+import { contentKey, type Attestation } from '../ledger/statement.js';
 import type { Logger } from '../log.js';
 import type { MirrorMetrics } from './metrics.js';
-import { publicKeyFromRaw } from '../nix/keys.js';
+import { publicKeyFromRaw, type PublicKey } from '../nix/keys.js';
 import type { Service } from '../service.js';
 import { verifyCheckpoint, type LogTrust } from '../verification/checkpoint.js';
 import { compareWithVerified } from '../verification/consistency.js';
@@ -27,6 +27,20 @@ const PAGE = 1000;
 /** Leaves verified and applied per transaction. */
 const APPLY_CHUNK = 5000;
 const MAX_BACKOFF_MS = 30_000;
+/** Signatures per verification batch sent to the signature pool, and batches in flight at most. */
+const VERIFY_BATCH = 2000;
+const MAX_VERIFYING = 4;
+/** A round applying more leaves than this is a catch-up (see onApplied). */
+const CATCH_UP = 10_000;
+
+/** A signature check of entry `index`, by the builder `name`. */
+type Job = SignatureJob & { index: number; name: string };
+
+/** The evidence kinds of mirror_evidence: a leaf that fails any check is a bad leaf. */
+type EvidenceKind = 'fork' | 'rollback' | 'root-mismatch' | 'bad-leaf';
+const evidenceKind = (error: VerificationError): EvidenceKind => (error.code === 'fork' || error.code === 'rollback' || error.code === 'root-mismatch' ? error.code : 'bad-leaf');
+
+const PARTIES = { offeredBy: 'the primary', verifier: 'this mirror' };
 
 export interface MirrorStatus {
   primary: string;
@@ -41,14 +55,15 @@ export interface MirrorStatus {
   unreachable: string | null;
 }
 
-/** The evidence kinds of mirror_evidence: a leaf that fails any check is a bad leaf. */
-const evidenceKind = (error: VerificationError): 'fork' | 'rollback' | 'root-mismatch' | 'bad-leaf' =>
-  error.code === 'fork' || error.code === 'rollback' || error.code === 'root-mismatch' ? error.code : 'bad-leaf';
-
-const PARTIES = { offeredBy: 'the primary', verifier: 'this mirror' };
-
-/** A signature check of entry `index`, by the builder `name`. */
-type Job = SignatureJob & { index: number; name: string };
+/** A recorded inconsistency: what the primary offered that does not follow from what was verified. */
+export interface MirrorEvidence {
+  detectedAt: string;
+  kind: EvidenceKind;
+  detail: string;
+  /** The last checkpoint this mirror verified (null: none yet) and the one the primary offered, as signed notes. */
+  verifiedNote: string | null;
+  offeredNote: string;
+}
 
 /**
  * A mirror: follows another ledger (the primary), verifying everything before it serves it, with
@@ -78,7 +93,7 @@ export class Follower {
   private failures = 0;
   private readonly status: MirrorStatus;
   private readonly stage: Statement<[number, Buffer]>;
-  private readonly appliedListeners: Array<(outPaths: Set<string>) => void> = [];
+  private readonly appliedListeners: Array<(outPaths: Set<string>, catchingUp: boolean) => void> = [];
   private readonly staged: Statement<[number, number], { leaf_index: number; leaf: Buffer }>;
 
   constructor(
@@ -109,8 +124,11 @@ export class Follower {
     await this.running;
   }
 
-  /** Called after each applied chunk with its output paths (the mirror fetches their NARs ahead). */
-  onApplied(listener: (outPaths: Set<string>) => void): void {
+  /**
+   * Called after each applied chunk with its output paths (the mirror fetches their NARs ahead), and
+   * whether it is part of a catch-up of more than CATCH_UP leaves (a mirror started on a large log).
+   */
+  onApplied(listener: (outPaths: Set<string>, catchingUp: boolean) => void): void {
     this.appliedListeners.push(listener);
   }
 
@@ -172,38 +190,60 @@ export class Follower {
     const state = localState(this.service);
     const unbound = new Map<string, number[]>();
     const jobs: Job[] = [];
-    const verifyJobs = async () => {
-      const batch = jobs.splice(0);
-      const valid = await this.service.signatures.verify(batch);
-      const bad = batch.find((_, i) => !valid[i]);
-      if (bad) throw new VerificationError('signature', 'bad-signature', `entry ${bad.index}: the signature by ${bad.name} does not verify under the key the log bound that name to`);
+    // Verification runs in the signature pool while this thread fetches, decodes and hashes the
+    // next pages; a few batches at most are in flight.
+    const inFlight: Array<Promise<Job | undefined>> = [];
+    const keys = new Map<string, PublicKey>();
+    const keyOf = (name: string) => {
+      const raw = state.byName(name)!.publicKey;
+      const id = `${name}:${raw.toString('base64')}`;
+      return keys.get(id) ?? keys.set(id, publicKeyFromRaw(name, raw)).get(id)!;
     };
-    for (let start = local; start < checkpoint.size; ) {
-      const end = Math.min(checkpoint.size, start + PAGE);
-      const { entries } = (await this.get(`api/v1/log/entries?start=${start}&end=${end}`)) as { entries: Array<{ index: number; leaf: string }> };
-      if (!Array.isArray(entries) || entries.length === 0 || entries.length > end - start) throw new QuorumError('bad-response', `the primary answered ${Array.isArray(entries) ? entries.length : 'no'} entries for [${start}, ${end})`);
-      const leaves = entries.map((e, i) => {
-        if (e.index !== start + i || typeof e.leaf !== 'string') throw new QuorumError('bad-response', `the primary's entry ${start + i} is labelled ${e.index}`);
-        return Buffer.from(e.leaf, 'base64');
-      });
-      commitUnsynced(this.service.db, () => leaves.forEach((leaf, i) => this.stage.run(start + i, leaf)));
-      for (const [i, bytes] of leaves.entries()) {
-        const index = start + i;
-        const leaf = decodeVerifiedLeaf(index, bytes);
-        this.check(state, index, leaf, unbound, jobs);
-        frontier.push(leafHash(bytes));
+    const job = (index: number, a: Attestation): Job => ({ ...signatureJob(a, keyOf(a.builder)), index, name: a.builder });
+    const verifyJobs = () => {
+      const batch = jobs.splice(0);
+      if (batch.length === 0) return;
+      inFlight.push(this.service.signatures.verify(batch).then((valid) => batch.find((_, i) => !valid[i])));
+    };
+    const settle = async (keep: number) => {
+      while (inFlight.length > keep) {
+        const bad = await inFlight.shift()!;
+        if (bad) throw new VerificationError('signature', 'bad-signature', `entry ${bad.index}: the signature by ${bad.name} does not verify under the key the log bound that name to`);
       }
-      if (jobs.length >= 2000) await verifyJobs();
-      start += leaves.length;
-      this.metrics.fetchedLeaves.inc(leaves.length);
+    };
+    try {
+      for (let start = local; start < checkpoint.size; ) {
+        const end = Math.min(checkpoint.size, start + PAGE);
+        const { entries } = (await this.get(`api/v1/log/entries?start=${start}&end=${end}`)) as { entries: Array<{ index: number; leaf: string }> };
+        if (!Array.isArray(entries) || entries.length === 0 || entries.length > end - start) throw new QuorumError('bad-response', `the primary answered ${Array.isArray(entries) ? entries.length : 'no'} entries for [${start}, ${end})`);
+        const leaves = entries.map((e, i) => {
+          if (e.index !== start + i || typeof e.leaf !== 'string') throw new QuorumError('bad-response', `the primary's entry ${start + i} is labelled ${e.index}`);
+          return Buffer.from(e.leaf, 'base64');
+        });
+        commitUnsynced(this.service.db, () => leaves.forEach((leaf, i) => this.stage.run(start + i, leaf)));
+        for (const [i, bytes] of leaves.entries()) {
+          const index = start + i;
+          const leaf = decodeVerifiedLeaf(index, bytes);
+          this.check(state, index, leaf, unbound, jobs, job);
+          frontier.push(leafHash(bytes));
+        }
+        if (jobs.length >= VERIFY_BATCH) verifyJobs();
+        await settle(MAX_VERIFYING);
+        start += leaves.length;
+        this.metrics.fetchedLeaves.inc(leaves.length);
+      }
+      verifyJobs();
+      await settle(0);
+    } finally {
+      // A batch still in flight when this round failed: its answer no longer matters.
+      for (const p of inFlight) p.catch(() => undefined);
     }
-    await verifyJobs();
     const never = [...unbound].find(([name]) => !state.byName(name));
     if (never) throw new VerificationError('signature', 'bad-leaf', `entries ${never[1].slice(0, 5).join(', ')}: signed as ${never[0]}, a name the log never registers`);
     if (!frontier.root().equals(checkpoint.rootHash)) throw new VerificationError('inclusion', 'root-mismatch', `the primary's entries ${local} to ${checkpoint.size - 1} do not hash to its checkpoint's root: it served other leaves than it signed`);
     // 6. Apply, a chunk per transaction: everything applied now is verified.
     for (let start = local; start < checkpoint.size; start += APPLY_CHUNK) {
-      this.apply(start, Math.min(checkpoint.size, start + APPLY_CHUNK));
+      this.apply(start, Math.min(checkpoint.size, start + APPLY_CHUNK), checkpoint.size - local > CATCH_UP);
       await new Promise((resolve) => setImmediate(resolve));
     }
     this.service.db.prepare('DELETE FROM mirror_staging').run();
@@ -212,8 +252,7 @@ export class Follower {
   }
 
   /** 3-4 for one leaf: the identity rule for registry leaves, a signature job for attestations. */
-  private check(state: LogState, index: number, leaf: LogLeaf, unbound: Map<string, number[]>, jobs: Job[]): void {
-    const job = (i: number, a: Extract<LogLeaf, { kind: 'attestation' }>['attestation']): Job => ({ ...signatureJob(a, publicKeyFromRaw(a.builder, state.byName(a.builder)!.publicKey)), index: i, name: a.builder });
+  private check(state: LogState, index: number, leaf: LogLeaf, unbound: Map<string, number[]>, jobs: Job[], job: (index: number, a: Attestation) => Job): void {
     try {
       if (leaf.kind === 'builder') {
         state.applyRegistry(index, leaf.entry);
@@ -238,7 +277,7 @@ export class Follower {
   }
 
   /** Moves the verified leaves [from, to) from staging into the tables the primary's code keeps, in one transaction. */
-  private apply(from: number, to: number): void {
+  private apply(from: number, to: number, catchingUp: boolean): void {
     const { db, log, registry, decisions, version } = this.service;
     const rows = this.staged.all(from, to);
     const applied = db.transaction(() => {
@@ -284,7 +323,7 @@ export class Follower {
       return paths;
     })();
     this.metrics.appliedLeaves.inc(rows.length);
-    for (const l of this.appliedListeners) l(applied);
+    for (const l of this.appliedListeners) l(applied, catchingUp);
   }
 
   private storeCheckpoint(note: string, checkpoint: Checkpoint, cosignatures: Cosignature[]): void {
@@ -317,6 +356,12 @@ export class Follower {
     if (this.status.unreachable !== message) this.logger.warn('cannot follow the primary now; retrying', { primary: this.primary, err: error });
     this.status.unreachable = message;
     this.failures++;
+  }
+
+  /** The newest `limit` inconsistencies recorded, newest first: the signed notes are the evidence. */
+  evidence(limit = 10): MirrorEvidence[] {
+    const rows = this.service.db.prepare('SELECT detected_at, kind, detail, verified_note, offered_note FROM mirror_evidence ORDER BY id DESC LIMIT ?').raw().all(limit) as Array<[number, EvidenceKind, string, string | null, string]>;
+    return rows.map(([at, kind, detail, verifiedNote, offeredNote]) => ({ detectedAt: new Date(at).toISOString(), kind, detail, verifiedNote, offeredNote }));
   }
 
   private lastEvidence(): string | null {

@@ -18,7 +18,10 @@ export function refuseWrites(primary: string): FastHandler {
   };
 }
 
-/** GET /api/v1/mirror: what this mirror follows, how far it verified, and why it stopped, if it did. */
+/**
+ * GET /api/v1/mirror: what this mirror follows, how far it verified, why it stopped if it did, and
+ * the evidence it keeps (the newest 10 inconsistencies, each with both signed checkpoints).
+ */
 export function mirrorRoutes(follower: Follower): Router {
-  return Router().get('/mirror', (_req, res) => res.json(follower.current()));
+  return Router().get('/mirror', (_req, res) => res.json({ ...follower.current(), evidence: follower.evidence() }));
 }

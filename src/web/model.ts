@@ -1,3 +1,4 @@
+import type { Follower, MirrorEvidence, MirrorStatus } from '../mirror/follower.js';
 import { QuorumError } from '../errors.js';
 import { contentKey, statementText } from '../ledger/statement.js';
 import { attestationOf, attestationsByLeaf, attestationsOfHashPart, conflicts, hashPartRange, type AttestationRecord, type ConflictRecord } from '../ledger/queries.js';
@@ -18,6 +19,8 @@ import { PATH_CLASSES, type IndexedPath, type PathClass, type WebIndex } from '.
 export interface WebContext {
   service: Service;
   index: WebIndex;
+  /** On a mirror: what it follows (the log page shows it). */
+  follower?: Follower;
 }
 
 export const PAGE_SIZE = 50;
@@ -353,6 +356,8 @@ export interface LogData {
   witnesses: Array<{ name: string; vkey: string; url: string; cosignedSize: number | null }>;
   /** Newest first, each with the witnesses' cosignature lines (appended to the note, the checkpoint as served). */
   checkpoints: Array<CheckpointJson & { cosignatures: Array<{ witness: string; vkey: string; timestamp: number; line: string }> }>;
+  /** On a mirror: how far it verified the primary, and the evidence of any inconsistency. */
+  mirror: (MirrorStatus & { evidence: MirrorEvidence[] }) | null;
 }
 
 export function logData(ctx: WebContext, limit = 20): LogData {
@@ -371,6 +376,7 @@ export function logData(ctx: WebContext, limit = 20): LogData {
       ...checkpointJson(c),
       cosignatures: (cosigned.get(c.size) ?? []).map((s) => ({ witness: nameOf(s.witness), vkey: s.witness, timestamp: s.timestamp, line: s.line })),
     })),
+    mirror: ctx.follower ? { ...ctx.follower.current(), evidence: ctx.follower.evidence(5) } : null,
   };
 }
 

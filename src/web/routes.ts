@@ -1,3 +1,4 @@
+import type { Follower } from '../mirror/follower.js';
 import { Router, type ErrorRequestHandler, type Request, type Response } from 'express';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -52,9 +53,9 @@ const queryString = (req: Request, name: string): string => {
  * The web ledger pages (`/`, `/search`, `/paths/<hashpart>`, `/builders`, `/conflicts`, `/transparency-log`, `/leaves/<index>`),
  * their JSON under /api/v1 and the static assets, over one web index of the service's ledger.
  */
-export function webRoutes(service: Service): Router {
+export function webRoutes(service: Service, follower?: Follower): Router {
   const index = new WebIndex(service.db, service.registry, service.logger);
-  const ctx: WebContext = { service, index };
+  const ctx: WebContext = { service, index, ...(follower ? { follower } : {}) };
   index.catchUpLater();
   service.ingestor.onCommit((batch) => index.indexCommit(batch));
   service.ingestor.onCommitted(() => index.committed());

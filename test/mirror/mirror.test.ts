@@ -110,42 +110,92 @@ describe('a mirror', () => {
     expect((await fetch(`${mirror.url}/${hashPartOf(served.outPath as StorePath)}.narinfo`)).status).toBe(404);
   });
 
-  it('stops at the last verified size on a rewritten history, keeps the evidence, keeps serving; resumes once the primary is consistent again', async () => {
+  /**
+   * The primary's history rewritten while it is down: `edit` changes attestation rows, the tree is
+   * rebuilt over the rewritten leaves and a checkpoint signed over it at the next start. Returns
+   * the primary as it was, to restore.
+   */
+  async function rewritePrimary(edit: (db: Database.Database) => void): Promise<() => Promise<void>> {
     const size = primary.service.log.size();
-    const before = decisions(mirror);
-    // The primary's history rewritten while it is down: an attestation row edited, the tree rebuilt
-    // over the rewritten leaves, and a checkpoint of the same size signed over it at the next start.
     await primary.close();
     const backup = fresh('backup');
     cpSync(primaryDir, backup, { recursive: true });
     const db = new Database(join(primaryDir, 'ledger.sqlite'));
     db.pragma('foreign_keys = OFF');
-    const row = db.prepare('SELECT MAX(leaf_index) FROM attestations').pluck().get() as number;
-    db.prepare('UPDATE attestations SET nar_size = nar_size + 1 WHERE leaf_index = ?').run(row);
+    edit(db);
     db.exec('DELETE FROM merkle_nodes; DELETE FROM checkpoints; DELETE FROM cosignatures');
     const { MerkleLog } = await import('../../src/ledger/log.js');
     const { leavesByIndex } = await import('../../src/ledger/queries.js');
     new MerkleLog(db).append(0, leavesByIndex(db, 0, size).map((l) => l.leaf));
     db.close();
     primary = await startPrimary();
+    return async () => {
+      await primary.close();
+      rmSync(primaryDir, { recursive: true, force: true });
+      cpSync(backup, primaryDir, { recursive: true });
+      primary = await startPrimary();
+    };
+  }
+
+  /** After a restore: new entries, and the mirror follows again. */
+  async function expectResumed(): Promise<void> {
+    await primary.service.ingestor.submit([parseAttestation(signedAttestation(alice, { outPath: randomStorePath('after'), narHash: randomNarHash() }))]);
+    primary.service.checkpoints.publish();
+    await mirror.follower!.sync();
+    expect(mirror.follower!.current()).toMatchObject({ verifiedSize: primary.service.log.size(), degraded: null });
+    expect(await (await fetch(`${mirror.url}/healthz`)).text()).toBe('ok\n');
+    expect(await (await fetch(`${mirror.url}/transparency-log`)).text()).toContain('data-mirror="following"');
+  }
+
+  it('stops at the last verified size on a rewritten history, keeps the evidence, keeps serving; resumes once the primary is consistent again', async () => {
+    const size = primary.service.log.size();
+    const before = decisions(mirror);
+    const restore = await rewritePrimary((db) => {
+      const row = db.prepare('SELECT MAX(leaf_index) FROM attestations').pluck().get() as number;
+      db.prepare('UPDATE attestations SET nar_size = nar_size + 1 WHERE leaf_index = ?').run(row);
+    });
     await mirror.follower!.sync();
     const status = mirror.follower!.current();
     expect(status.verifiedSize).toBe(size);
     expect(status.degraded).toMatch(/another root than the tree this mirror verified: a fork/);
     expect(await (await fetch(`${mirror.url}/healthz`)).text()).toMatch(/^degraded: /);
     expect(mirror.service.db.prepare('SELECT kind, verified_note IS NOT NULL AS kept FROM mirror_evidence').all()).toEqual([{ kind: 'fork', kept: 1 }]);
+    // The evidence is served, both signed notes of the same size with different roots: the API and the log page show it.
+    const { evidence } = (await (await fetch(`${mirror.url}/api/v1/mirror`)).json()) as { evidence: Array<{ kind: string; verifiedNote: string; offeredNote: string }> };
+    expect(evidence).toHaveLength(1);
+    const [verifiedLines, offeredLines] = [evidence[0]!.verifiedNote, evidence[0]!.offeredNote].map((n) => n.split('\n'));
+    expect(offeredLines![1]).toBe(verifiedLines![1]);
+    expect(offeredLines![2]).not.toBe(verifiedLines![2]);
+    const page = await (await fetch(`${mirror.url}/transparency-log`)).text();
+    expect(page).toContain('data-mirror="degraded"');
+    expect(page).toContain('<details class="evidence" data-kind="fork">');
     expect(decisions(mirror)).toEqual(before);
-    // Restored: the mirror follows again.
-    await primary.close();
-    rmSync(primaryDir, { recursive: true, force: true });
-    cpSync(backup, primaryDir, { recursive: true });
-    primary = await startPrimary();
-    await primary.service.ingestor.submit([parseAttestation(signedAttestation(alice, { outPath: randomStorePath('after'), narHash: randomNarHash() }))]);
-    primary.service.checkpoints.publish();
-    await mirror.follower!.sync();
-    expect(mirror.follower!.current()).toMatchObject({ verifiedSize: primary.service.log.size(), degraded: null });
-    expect(await (await fetch(`${mirror.url}/healthz`)).text()).toBe('ok\n');
+    await restore();
+    await expectResumed();
   }, 60_000);
+
+  it('refuses a range holding a leaf whose signature does not verify, among thousands that do; serves nothing of it', async () => {
+    const size = primary.service.log.size();
+    const before = decisions(mirror);
+    // More than one verification batch, so the bad one is found among batches verified concurrently.
+    const many = Array.from({ length: 4500 }, (_, i) => parseAttestation(signedAttestation(alice, { outPath: randomStorePath(`bulk-${i}`), narHash: randomNarHash() })));
+    expect((await primary.service.ingestor.submit(many)).every((r) => r.status === 'accepted')).toBe(true);
+    const restore = await rewritePrimary((db) => {
+      // A signature of the new range, forged: one flipped byte.
+      const index = size + 3333;
+      const signature = db.prepare('SELECT signature FROM attestations WHERE leaf_index = ?').pluck().get(index) as Buffer;
+      signature[10]! ^= 1;
+      db.prepare('UPDATE attestations SET signature = ? WHERE leaf_index = ?').run(signature, index);
+    });
+    await mirror.follower!.sync();
+    const status = mirror.follower!.current();
+    expect(status.verifiedSize).toBe(size);
+    expect(status.degraded).toMatch(new RegExp(`entry ${size + 3333}: the signature by \\S+ does not verify`));
+    expect(mirror.service.log.size()).toBe(size);
+    expect(decisions(mirror)).toEqual(before);
+    await restore();
+    await expectResumed();
+  }, 120_000);
 });
 
 describe('a mirror\'s decisions', () => {

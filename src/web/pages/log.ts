@@ -1,4 +1,4 @@
-import { html } from '../html.js';
+import { html, type Html } from '../html.js';
 import type { LogData } from '../model.js';
 import { int, layout, time } from './layout.js';
 
@@ -13,7 +13,7 @@ export function logPage(d: LogData): string {
 <dt>Tree size</dt><dd>${int(d.treeSize)}</dd>
 <dt>Log public key</dt><dd><code class="hash">${d.verifierKey}</code> (<a href="/api/v1/log/key">text</a>). Compare it with the key the operators publish elsewhere: a server can show you any key.</dd>
 </dl>
-<h2>Latest checkpoint</h2>
+${d.mirror ? mirrorSection(d.mirror) : ''}<h2>Latest checkpoint</h2>
 ${latest ? html`<pre class="note">${latest.note}${latest.cosignatures.map((c) => c.line).join('')}</pre>` : html`<p class="muted">None yet.</p>`}
 <h2>Witnesses</h2>
 ${
@@ -51,4 +51,25 @@ With witnesses, also require that M of them cosigned the checkpoint it checks (i
 <li>Each path page does the checks for its own entries in your browser: signatures with tweetnacl, proofs with WebCrypto SHA-256, the checkpoint against the log key this browser saw first, and consistency with the last checkpoint it saw.</li>
 </ol>`,
   );
+}
+
+/** A mirror's state: it serves only what it verified, and shows why it stopped following, if it did. */
+function mirrorSection(m: NonNullable<LogData['mirror']>): Html {
+  return html`<h2>Mirror</h2>
+<p>This server is a read-only mirror of <a href="${m.primary}">${m.primary}</a>. It verifies every checkpoint, leaf and signature of the primary's log before serving it, and serves nothing beyond the last checkpoint it verified.</p>
+<dl class="facts" data-mirror="${m.degraded ? 'degraded' : 'following'}">
+<dt>Verified</dt><dd>${int(m.verifiedSize)} entries${m.lastVerifiedAt ? html`, last at ${time(m.lastVerifiedAt)}` : ''}</dd>
+<dt>Primary's checkpoint</dt><dd>${m.primarySize === null ? html`<span class="muted">not seen yet</span>` : html`${int(m.primarySize)} entries`}</dd>
+<dt>State</dt><dd>${m.degraded ? html`<strong>stopped following</strong>: ${m.degraded}` : m.unreachable ? html`cannot reach the primary: ${m.unreachable}` : 'following'}</dd>
+</dl>
+${
+  m.evidence.length === 0
+    ? ''
+    : html`<h3>Evidence</h3>
+<p>Checkpoints the primary offered that do not follow from what this mirror verified, with the last one it verified: both are signed by the log key, so together they prove the inconsistency to anyone.</p>
+${m.evidence.map(
+  (e) => html`<details class="evidence" data-kind="${e.kind}"><summary>${time(e.detectedAt)}: ${e.kind}: ${e.detail}</summary>
+<p>Verified:</p><pre class="note">${e.verifiedNote ?? '(none yet)'}</pre><p>Offered:</p><pre class="note">${e.offeredNote}</pre></details>`,
+)}`
+}`;
 }
