@@ -8,7 +8,7 @@ import { QuorumError } from './errors.js';
 import { parseNoteVerifierKey } from './ledger/checkpoint.js';
 import { parseCosignerVerifier } from './witness/cosignature.js';
 
-const hostPort = z
+export const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):[0-9]{1,5}$/, 'listen must be HOST:PORT, e.g. 127.0.0.1:8080')
   .transform((s) => {
@@ -18,7 +18,7 @@ const hostPort = z
   .refine((a) => a.port <= 65535, 'listen port must be at most 65535');
 
 /** A text that `parse` accepts; its error is the zod issue. */
-const parsedBy = (parse: (text: string) => unknown) =>
+export const parsedBy = (parse: (text: string) => unknown) =>
   z.string().superRefine((text, ctx) => {
     try {
       parse(text);
@@ -26,8 +26,8 @@ const parsedBy = (parse: (text: string) => unknown) =>
       ctx.addIssue({ code: 'custom', message: (error as Error).message });
     }
   });
-const witnessVkey = parsedBy((t) => parseCosignerVerifier(t, 'vkey'));
-const logVkey = parsedBy((t) => parseNoteVerifierKey(t, 'vkey'));
+export const witnessVkey = parsedBy((t) => parseCosignerVerifier(t, 'vkey'));
+export const logVkey = parsedBy((t) => parseNoteVerifierKey(t, 'vkey'));
 
 // Checked here, with the parser that will run it: node-cron would otherwise throw, with a stack, once the server is half started.
 const cronExpr = z.string().superRefine((text, ctx) => {

@@ -88,6 +88,9 @@ export const ERROR_STATUS = {
   'nix-failed': 500,
   'not-derivable': 500,
   'rejected': 500,
+  // A verifier's findings about a log (src/verification/): a smaller tree than one verified, leaves that do not hash to the signed root.
+  'rollback': 500,
+  'root-mismatch': 500,
   'schema-migration': 500,
   'spool-unreadable': 500,
   'spool-unwritable': 500,

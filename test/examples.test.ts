@@ -6,6 +6,8 @@ import { loadConfig } from '../src/config.js';
 import { formatNoteVerifierKey, generateNoteKey } from '../src/ledger/checkpoint.js';
 import { generateCosignerKey } from '../src/witness/cosignature.js';
 import { PROJECT_ROOT } from '../src/paths.js';
+import { clientConfigSchema, loadClientConfig } from '../src/client/config.js';
+import { formatPublicKey, generateSecretKey } from '../src/nix/keys.js';
 import { clientNixConf } from '../src/substituter/clientConfig.js';
 import { describeNix, nix } from './helpers/nix.js';
 
@@ -36,7 +38,7 @@ describe('the README\'s examples', () => {
     expect(server.publicUrl).toBe('https://quorum.example.org');
     const builder = loadConfig({ file: join(EXAMPLES, 'builder.json'), env: {} });
     expect(builder.builder.server).toBe('https://quorum.example.org');
-    expect(JSON.parse(example('client.json'))).toMatchObject({ ledgers: ['https://quorum.example.org'], threshold: 2 });
+    expect(JSON.parse(example('client.json'))).toMatchObject({ ledgers: ['https://quorum.example.org', 'https://mirror.example.net'], threshold: 2, witnessThreshold: 2 });
     // The mirror's file with real keys in place of the placeholders is a config serve accepts.
     const mirror = JSON.parse(example('mirror.json')) as { follow: { logKey: string; witnesses: string[] } };
     expect([mirror.follow.logKey, ...mirror.follow.witnesses].every((k) => k.endsWith('…'))).toBe(true);
@@ -44,6 +46,27 @@ describe('the README\'s examples', () => {
     const witnesses = mirror.follow.witnesses.map((w) => generateCosignerKey(w.slice(0, w.indexOf('+'))).verifier.text);
     const config = loadConfig({ env: {}, flags: { ...mirror, follow: { ...mirror.follow, logKey, witnesses } } as never });
     expect(config.follow).toMatchObject({ url: 'https://quorum.example.org', witnessThreshold: 2, witnesses });
+  });
+
+  it('configures the verifying client with the keys its schema knows, each of the shape it takes', () => {
+    const shown = JSON.parse(example('client.json')) as Record<string, unknown>;
+    expect(Object.keys(shown).every((k) => k in clientConfigSchema.shape)).toBe(true);
+    // The same file with real keys in place of the placeholders loads.
+    const real = {
+      ...shown,
+      logKey: formatNoteVerifierKey(generateNoteKey('quorum.example.org/log').verifier),
+      builders: (shown.builders as string[]).map((b) => formatPublicKey(generateSecretKey(b.split(':')[0]!).publicKey)),
+      witnesses: (shown.witnesses as string[]).map((w) => generateCosignerKey(w.split('+')[0]!).verifier.text),
+    };
+    const config = loadClientConfig({ flags: real });
+    expect(config.listen).toEqual({ host: '127.0.0.1', port: 37515 });
+    expect(config.trust.witnesses?.threshold).toBe(2);
+  });
+
+  it('gives a verifying client the lines `client` prints', () => {
+    const [first, keyLine] = example('client-verifying-nix.conf').split('\n');
+    expect(first).toBe('extra-substituters = http://127.0.0.1:37515');
+    expect(example('client-verifying-nix.conf')).toBe(`${clientNixConf('http://127.0.0.1:37515', keyLine!.slice('extra-trusted-public-keys = '.length)).join('\n')}\n`);
   });
 
   it('gives clients the lines serve prints', () => {
@@ -63,7 +86,7 @@ describe('the README\'s examples', () => {
 
 describeNix('the nix.conf examples, as Nix reads them', () => {
   it('are settings Nix knows, with the values meant', () => {
-    for (const name of ['client-nix.conf', 'builder-nix.conf']) {
+    for (const name of ['client-nix.conf', 'client-verifying-nix.conf', 'builder-nix.conf']) {
       const run = spawnSync('nix', ['--extra-experimental-features', 'nix-command', 'show-config'], { env: { ...process.env, NIX_CONFIG: example(name) }, encoding: 'utf8' });
       expect(run.status, run.stderr).toBe(0);
       expect(run.stderr, name).not.toMatch(/unknown setting/);

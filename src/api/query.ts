@@ -13,6 +13,13 @@ export function query<T extends z.ZodRawShape>(req: Request, schema: z.ZodObject
   return parsed.data;
 }
 
+/** Parses path parameters with a schema made once, throwing a 400 that names the parameter. */
+export function params<T extends z.ZodRawShape>(req: Request, schema: z.ZodObject<T>): z.output<z.ZodObject<T>> {
+  const parsed = schema.safeParse(req.params);
+  if (!parsed.success) throw new QuorumError('bad-request', describeZodError(parsed.error), { field: String(parsed.error.issues[0]?.path[0] ?? '') });
+  return parsed.data;
+}
+
 export const queryOf = <T extends z.ZodRawShape>(shape: T) => z.object(shape);
 
 /** Parses a request body (or what a route made of it) with zod, throwing a 400 with `code` that names the field. */

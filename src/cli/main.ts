@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   nar: async () => (await import('./nar.js')).registerNar,
   gc: async () => (await import('./gc.js')).registerGc,
   witness: async () => (await import('./witness.js')).registerWitness,
+  client: async () => (await import('./client.js')).registerClient,
 };
 
 async function runCommander(): Promise<void> {

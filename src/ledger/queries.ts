@@ -1,7 +1,7 @@
 import type { Db } from '../db.js';
 import type { HashPart } from '../nix/storePath.js';
 import { STORE_DIR } from '../nix/storePath.js';
-import { encodeLeaf, POLICY_PREFIX } from './leaf.js';
+import { BUILDER_PREFIX, encodeLeaf, POLICY_PREFIX } from './leaf.js';
 import type { Attestation } from './statement.js';
 
 /** Read-side queries over the ledger shared by the JSON API, the web pages and the CLI. */
@@ -148,4 +148,16 @@ export function leavesByIndex(db: Db, start: number, end: number, maxBytes = Num
   }
   while (next < stated.length && bytes < maxBytes) take(stated[next++]!);
   return leaves;
+}
+
+/**
+ * The registry leaves of every name revoked before leaf `below`: each revocation with the add leaf
+ * that bound the name (and so its key), in log order. What a verifying client needs to honour
+ * revocations of the keys it pinned.
+ */
+export function revokedNameLeaves(db: Db, below: number): Array<{ index: number; leaf: Buffer }> {
+  const rows = db.prepare(`SELECT leaf_index, leaf FROM operator_leaves WHERE leaf_index < ? AND leaf LIKE '${BUILDER_PREFIX};%' ORDER BY leaf_index`).raw().all(below) as Array<[number, string]>;
+  const nameOf = (text: string) => text.split(';')[2]!;
+  const revoked = new Set(rows.filter(([, text]) => text.startsWith(`${BUILDER_PREFIX};revoke;`)).map(([, text]) => nameOf(text)));
+  return rows.filter(([, text]) => revoked.has(nameOf(text))).map(([index, text]) => ({ index, leaf: Buffer.from(text, 'utf8') }));
 }

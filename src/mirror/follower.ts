@@ -2,20 +2,25 @@ import type { Statement } from 'better-sqlite3';
 import { commitUnsynced } from '../db.js';
 import { QuorumError } from '../errors.js';
 import { httpJson } from '../http/client.js';
-import { openNote, parseCheckpoint, type Checkpoint, type NoteVerifierKey } from '../ledger/checkpoint.js';
+import { openNote, type Checkpoint, type NoteVerifierKey } from '../ledger/checkpoint.js';
 import { TreeFrontier } from '../ledger/frontier.js';
 import { decodeLeaf, type LogLeaf } from '../ledger/leaf.js';
 import { LogState } from '../ledger/logState.js';
 import { leafHash } from '../ledger/merkle.js';
 import { rebuildProjection } from '../ledger/projection.js';
-import { contentKey, statementText } from '../ledger/statement.js';
+import { contentKey, type Attestation } from '../ledger/statement.js';
 import type { Logger } from '../log.js';
 import type { MirrorMetrics } from './metrics.js';
 import { publicKeyFromRaw, type PublicKey } from '../nix/keys.js';
 import type { Service } from '../service.js';
+import { verifyCheckpoint, type LogTrust } from '../verification/checkpoint.js';
+import { compareWithVerified } from '../verification/consistency.js';
+import { VerificationError } from '../verification/errors.js';
+import { decodeVerifiedLeaf } from '../verification/inclusion.js';
+import { signatureJob, type SignatureJob } from '../verification/signature.js';
 import type { Cosignature } from '../witness/cosignature.js';
 import { CosignatureStore } from '../witness/cosignatures.js';
-import { verifyCosigned, type WitnessPolicy } from '../witness/verifyCosigned.js';
+import type { WitnessPolicy } from '../witness/verifyCosigned.js';
 
 /** Leaves asked for per request (the primary may answer fewer: its pages are bounded in bytes). */
 const PAGE = 1000;
@@ -28,12 +33,14 @@ const MAX_VERIFYING = 4;
 /** A round applying more leaves than this is a catch-up (see onApplied). */
 const CATCH_UP = 10_000;
 
-interface SignatureJob {
-  index: number;
-  name: string;
-  message: Buffer;
-  signature: Buffer;
-}
+/** A signature check of entry `index`, by the builder `name`. */
+type Job = SignatureJob & { index: number; name: string };
+
+/** The evidence kinds of mirror_evidence: a leaf that fails any check is a bad leaf. */
+type EvidenceKind = 'fork' | 'rollback' | 'root-mismatch' | 'bad-leaf';
+const evidenceKind = (error: VerificationError): EvidenceKind => (error.code === 'fork' || error.code === 'rollback' || error.code === 'root-mismatch' ? error.code : 'bad-leaf');
+
+const PARTIES = { offeredBy: 'the primary', verifier: 'this mirror' };
 
 export interface MirrorStatus {
   primary: string;
@@ -51,33 +58,25 @@ export interface MirrorStatus {
 /** A recorded inconsistency: what the primary offered that does not follow from what was verified. */
 export interface MirrorEvidence {
   detectedAt: string;
-  kind: Inconsistent['kind'];
+  kind: EvidenceKind;
   detail: string;
   /** The last checkpoint this mirror verified (null: none yet) and the one the primary offered, as signed notes. */
   verifiedNote: string | null;
   offeredNote: string;
 }
 
-/** Why the primary can no longer be followed: kept as evidence with both signed checkpoints. */
-class Inconsistent extends Error {
-  constructor(
-    readonly kind: 'fork' | 'rollback' | 'root-mismatch' | 'bad-leaf',
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /**
  * A mirror: follows another ledger (the primary), verifying everything before it serves it, with
- * the primary's server, database and blob store all assumed hostile:
+ * the primary's server, database and blob store all assumed hostile. The checks are the ones of
+ * src/verification/, shared with the client; a mirror holds every leaf, so it proves inclusion and
+ * consistency by replaying them rather than with proofs:
  *  1. each checkpoint verifies under the pinned log key, with the witness policy's cosignatures
- *     (a log showing this mirror a history the witnesses did not see is refused);
+ *     (verifyCheckpoint: a log showing this mirror a history the witnesses did not see is refused);
  *  2. it extends the last one verified: a smaller tree is a rollback, the same size with another
- *     root a fork;
- *  3. the new leaves, fetched in bounded pages into a staging table, decode, and every registry and
- *     policy leaf keeps the identity rule (LogState, the primary's own replay);
- *  4. every attestation's signature verifies under the key its name is bound to in the log;
+ *     root a fork (compareWithVerified);
+ *  3. the new leaves, fetched in bounded pages into a staging table, decode (decodeVerifiedLeaf),
+ *     and every registry and policy leaf keeps the identity rule (LogState, the primary's own replay);
+ *  4. every attestation's signature verifies under the key its name is bound to in the log (signatureJob);
  *  5. the local tree extended by them hashes to the checkpoint's root: the primary's pages cannot
  *     slip in, drop or reorder a leaf, and what was verified before cannot change;
  *  6. only then are they applied, with the primary's code (projection, decisions), and served.
@@ -87,6 +86,7 @@ class Inconsistent extends Error {
 export class Follower {
   private readonly primary: string;
   private readonly cosignatures: CosignatureStore;
+  private readonly trust: LogTrust;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -100,12 +100,13 @@ export class Follower {
     private readonly service: Service,
     primary: string,
     private readonly logKey: NoteVerifierKey,
-    private readonly witnesses: WitnessPolicy | null,
+    witnesses: WitnessPolicy | null,
     private readonly pollMs: number,
     private readonly metrics: MirrorMetrics,
     private readonly logger: Logger,
   ) {
     this.primary = primary.endsWith('/') ? primary : `${primary}/`;
+    this.trust = { logKey, origin: service.origin, witnesses };
     this.cosignatures = new CosignatureStore(service.db);
     this.stage = service.db.prepare('INSERT OR REPLACE INTO mirror_staging (leaf_index, leaf) VALUES (?, ?)');
     this.staged = service.db.prepare('SELECT leaf_index, leaf FROM mirror_staging WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index');
@@ -166,22 +167,21 @@ export class Follower {
       this.status.degraded = null;
       this.metrics.degraded.set(0);
     } catch (error) {
-      if (error instanceof Inconsistent) return this.inconsistent(error, note);
+      if (error instanceof VerificationError && error.evidence) return this.inconsistent(error, note);
       this.unreachable(error);
     }
   }
 
   /** Steps 1 to 6 for the primary's newest checkpoint `note`. */
   private async follow(note: string): Promise<void> {
-    const { checkpoint, cosignatures } = this.verifyNote(note);
+    // 1. The checkpoint under the pinned log key, with the required cosignatures.
+    const { checkpoint, cosignatures } = verifyCheckpoint(note, this.trust);
     this.status.primarySize = checkpoint.size;
     this.metrics.primarySize.set(checkpoint.size);
     const { log } = this.service;
     const local = log.size();
     // 2. Append-only.
-    if (checkpoint.size < local) throw new Inconsistent('rollback', `the primary's checkpoint has ${checkpoint.size} entries, fewer than the ${local} this mirror verified: its history was rolled back`);
-    if (checkpoint.size === local) {
-      if (!log.root(local).equals(checkpoint.rootHash)) throw new Inconsistent('fork', `the primary's checkpoint of ${local} entries has another root than the tree this mirror verified: a fork`);
+    if (compareWithVerified({ size: local, rootHash: log.root(local) }, checkpoint, PARTIES) === 'same') {
       this.storeCheckpoint(note, checkpoint, cosignatures);
       return;
     }
@@ -189,25 +189,26 @@ export class Follower {
     const frontier = TreeFrontier.of(local, log);
     const state = localState(this.service);
     const unbound = new Map<string, number[]>();
-    const jobs: SignatureJob[] = [];
+    const jobs: Job[] = [];
     // Verification runs in the signature pool while this thread fetches, decodes and hashes the
     // next pages; a few batches at most are in flight.
-    const inFlight: Array<Promise<SignatureJob | undefined>> = [];
+    const inFlight: Array<Promise<Job | undefined>> = [];
     const keys = new Map<string, PublicKey>();
     const keyOf = (name: string) => {
       const raw = state.byName(name)!.publicKey;
       const id = `${name}:${raw.toString('base64')}`;
       return keys.get(id) ?? keys.set(id, publicKeyFromRaw(name, raw)).get(id)!;
     };
+    const job = (index: number, a: Attestation): Job => ({ ...signatureJob(a, keyOf(a.builder)), index, name: a.builder });
     const verifyJobs = () => {
       const batch = jobs.splice(0);
       if (batch.length === 0) return;
-      inFlight.push(this.service.signatures.verify(batch.map((j) => ({ key: keyOf(j.name), message: j.message, signature: j.signature }))).then((valid) => batch.find((_, i) => !valid[i])));
+      inFlight.push(this.service.signatures.verify(batch).then((valid) => batch.find((_, i) => !valid[i])));
     };
     const settle = async (keep: number) => {
       while (inFlight.length > keep) {
         const bad = await inFlight.shift()!;
-        if (bad) throw new Inconsistent('bad-leaf', `entry ${bad.index}: the signature by ${bad.name} does not verify under the key the log bound that name to`);
+        if (bad) throw new VerificationError('signature', 'bad-signature', `entry ${bad.index}: the signature by ${bad.name} does not verify under the key the log bound that name to`);
       }
     };
     try {
@@ -222,8 +223,8 @@ export class Follower {
         commitUnsynced(this.service.db, () => leaves.forEach((leaf, i) => this.stage.run(start + i, leaf)));
         for (const [i, bytes] of leaves.entries()) {
           const index = start + i;
-          const leaf = this.decode(index, bytes);
-          this.check(state, index, leaf, unbound, jobs);
+          const leaf = decodeVerifiedLeaf(index, bytes);
+          this.check(state, index, leaf, unbound, jobs, job);
           frontier.push(leafHash(bytes));
         }
         if (jobs.length >= VERIFY_BATCH) verifyJobs();
@@ -238,8 +239,8 @@ export class Follower {
       for (const p of inFlight) p.catch(() => undefined);
     }
     const never = [...unbound].find(([name]) => !state.byName(name));
-    if (never) throw new Inconsistent('bad-leaf', `entries ${never[1].slice(0, 5).join(', ')}: signed as ${never[0]}, a name the log never registers`);
-    if (!frontier.root().equals(checkpoint.rootHash)) throw new Inconsistent('root-mismatch', `the primary's entries ${local} to ${checkpoint.size - 1} do not hash to its checkpoint's root: it served other leaves than it signed`);
+    if (never) throw new VerificationError('signature', 'bad-leaf', `entries ${never[1].slice(0, 5).join(', ')}: signed as ${never[0]}, a name the log never registers`);
+    if (!frontier.root().equals(checkpoint.rootHash)) throw new VerificationError('inclusion', 'root-mismatch', `the primary's entries ${local} to ${checkpoint.size - 1} do not hash to its checkpoint's root: it served other leaves than it signed`);
     // 6. Apply, a chunk per transaction: everything applied now is verified.
     for (let start = local; start < checkpoint.size; start += APPLY_CHUNK) {
       this.apply(start, Math.min(checkpoint.size, start + APPLY_CHUNK), checkpoint.size - local > CATCH_UP);
@@ -250,26 +251,8 @@ export class Follower {
     this.logger.info('mirror verified and applied', { from: local, to: checkpoint.size });
   }
 
-  /** 1. The checkpoint under the pinned log key, with the required cosignatures. */
-  private verifyNote(note: string): { checkpoint: Checkpoint; cosignatures: Cosignature[] } {
-    if (this.witnesses) {
-      const { checkpoint, cosignatures } = verifyCosigned(note, this.logKey, this.witnesses);
-      if (checkpoint.origin !== this.service.origin) throw new QuorumError('bad-checkpoint', `the primary's checkpoint is of log ${checkpoint.origin}, not ${this.service.origin}`);
-      return { checkpoint, cosignatures };
-    }
-    return { checkpoint: parseCheckpoint(note, this.logKey, this.service.origin), cosignatures: [] };
-  }
-
-  private decode(index: number, bytes: Buffer): LogLeaf {
-    try {
-      return decodeLeaf(bytes);
-    } catch (error) {
-      throw new Inconsistent('bad-leaf', `entry ${index}: ${(error as Error).message}`);
-    }
-  }
-
   /** 3-4 for one leaf: the identity rule for registry leaves, a signature job for attestations. */
-  private check(state: LogState, index: number, leaf: LogLeaf, unbound: Map<string, number[]>, jobs: SignatureJob[]): void {
+  private check(state: LogState, index: number, leaf: LogLeaf, unbound: Map<string, number[]>, jobs: Job[], job: (index: number, a: Attestation) => Job): void {
     try {
       if (leaf.kind === 'builder') {
         state.applyRegistry(index, leaf.entry);
@@ -278,18 +261,17 @@ export class Follower {
         if (waiting) {
           unbound.delete(leaf.entry.name);
           for (const i of waiting) {
-            const a = (decodeLeaf(this.staged.get(i, i + 1)!.leaf) as Extract<LogLeaf, { kind: 'attestation' }>).attestation;
-            jobs.push({ index: i, name: a.builder, message: Buffer.from(statementText(a)), signature: a.signature });
+            jobs.push(job(i, (decodeLeaf(this.staged.get(i, i + 1)!.leaf) as Extract<LogLeaf, { kind: 'attestation' }>).attestation));
           }
         }
       } else if (leaf.kind === 'policy') state.applyPolicy(index, leaf.entry);
       else {
         const a = leaf.attestation;
         if (!state.byName(a.builder)) (unbound.get(a.builder) ?? unbound.set(a.builder, []).get(a.builder)!).push(index);
-        else jobs.push({ index, name: a.builder, message: Buffer.from(statementText(a)), signature: a.signature });
+        else jobs.push(job(index, a));
       }
     } catch (error) {
-      if (error instanceof QuorumError && error.code === 'not-derivable') throw new Inconsistent('bad-leaf', error.message);
+      if (error instanceof QuorumError && error.code === 'not-derivable') throw new VerificationError('leaf', 'not-derivable', error.message);
       throw error;
     }
   }
@@ -357,13 +339,13 @@ export class Follower {
     this.metrics.verifiedSize.set(checkpoint.size);
   }
 
-  private inconsistent(error: Inconsistent, offered: string): void {
+  private inconsistent(error: VerificationError, offered: string): void {
     const verified = this.service.checkpoints.latest()?.note ?? null;
     this.service.db
       .prepare('INSERT OR IGNORE INTO mirror_evidence (detected_at, kind, detail, verified_note, offered_note) VALUES (?, ?, ?, ?, ?)')
-      .run(Date.now(), error.kind, error.message, verified, offered);
+      .run(Date.now(), evidenceKind(error), error.message, verified, offered);
     this.service.db.prepare('DELETE FROM mirror_staging').run();
-    if (this.status.degraded !== error.message) this.logger.error('the primary does not follow from what this mirror verified: stopped following, serving what was verified', { primary: this.primary, kind: error.kind, detail: error.message, verifiedSize: this.status.verifiedSize });
+    if (this.status.degraded !== error.message) this.logger.error('the primary does not follow from what this mirror verified: stopped following, serving what was verified', { primary: this.primary, kind: evidenceKind(error), step: error.step, detail: error.message, verifiedSize: this.status.verifiedSize });
     this.status.degraded = error.message;
     this.metrics.degraded.set(1);
     this.failures++;
@@ -378,7 +360,7 @@ export class Follower {
 
   /** The newest `limit` inconsistencies recorded, newest first: the signed notes are the evidence. */
   evidence(limit = 10): MirrorEvidence[] {
-    const rows = this.service.db.prepare('SELECT detected_at, kind, detail, verified_note, offered_note FROM mirror_evidence ORDER BY id DESC LIMIT ?').raw().all(limit) as Array<[number, Inconsistent['kind'], string, string | null, string]>;
+    const rows = this.service.db.prepare('SELECT detected_at, kind, detail, verified_note, offered_note FROM mirror_evidence ORDER BY id DESC LIMIT ?').raw().all(limit) as Array<[number, EvidenceKind, string, string | null, string]>;
     return rows.map(([at, kind, detail, verifiedNote, offeredNote]) => ({ detectedAt: new Date(at).toISOString(), kind, detail, verifiedNote, offeredNote }));
   }
 

@@ -57,6 +57,13 @@ describe('the CLI installed from its npm tarball into a clean prefix', () => {
     expect(flush.stderr).toMatch(/cannot read the builder key file/);
   });
 
+  it('runs the verifying client: client --help', async () => {
+    const help = await runAsync(bin(), ['client', '--help'], env);
+    expect(help.code, help.stderr).toBe(0);
+    expect(help.stdout).toContain('Usage: nix-quorum client');
+    expect(help.stdout).toContain('--check <path>');
+  });
+
   it('serves: the native SQLite module works for this Node', async () => {
     const port = await freePort();
     const { spawn } = await import('node:child_process');

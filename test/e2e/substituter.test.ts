@@ -6,26 +6,14 @@ import { formatSecretKey, generateSecretKey, signRaw, type SecretKey } from '../
 import { parseNarInfo } from '../../src/nix/narinfo.js';
 import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
-import { chrootBuild, closureOutputs, writeClosure } from '../helpers/closure.js';
+import { chrootBuild, closureOutputs, substitute, writeClosure } from '../helpers/closure.js';
 import { testConfig, randomNarHash, signedAttestation } from '../helpers/ledger.js';
 import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
-import { runAsync, runCli } from '../helpers/server.js';
+import { runCli } from '../helpers/server.js';
 import { fetchLeaves, replayLeaves, servedQuorum } from '../helpers/replay.js';
 import { postAttestations } from '../../bench/common.js';
 import { addBuilder } from '../../src/app/builders.js';
 import { setPolicy } from '../../src/app/policies.js';
-
-/**
- * A client store substituting only from our cache, trusting only its key; Nix checks every NAR hash.
- * Nix remembers "not in this cache" per user for an hour; these clients ask again at once.
- */
-function substitute(clientStore: string, url: string, cacheKey: string, paths: string[]) {
-  return runAsync(
-    'nix-store',
-    ['--store', clientStore, '-r', ...paths, '--option', 'substituters', url, '--option', 'trusted-public-keys', cacheKey, '--option', 'build-users-group', '', '--option', 'narinfo-cache-negative-ttl', '0', '--max-jobs', '0'],
-    nixEnv,
-  );
-}
 
 describeNix('quorum-gated substitution with three independent builders (real Nix)', () => {
   let dir: string;

@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { chrootBuildFlags, nix, nixEnv } from './nix.js';
-import { CLI } from './server.js';
+import { CLI, runAsync, type Ran } from './server.js';
 
 export interface ClosureSpec {
   /** Chain d0 … d<count-1>, each referencing the one before (at least 2). */
@@ -119,4 +119,17 @@ export function closureOutputs(store: string, file: string): { drvs: string[]; o
   const drvs = nix('nix-instantiate', ['--store', store, file]).split('\n').filter(Boolean);
   const outputs = nix('nix-store', ['--store', store, '-q', '--outputs', ...drvs]).split('\n').filter(Boolean);
   return { drvs, outputs: [...new Set(outputs)].sort() };
+}
+
+/**
+ * `nix-store -r` into the client store `clientStore`, substituting only from `url` and trusting only
+ * `cacheKey`; Nix checks every NAR hash. Nix remembers "not in this cache" per user for an hour;
+ * these clients ask again at once.
+ */
+export function substitute(clientStore: string, url: string, cacheKey: string, paths: string[]): Promise<Ran> {
+  return runAsync(
+    'nix-store',
+    ['--store', clientStore, '-r', ...paths, '--option', 'substituters', url, '--option', 'trusted-public-keys', cacheKey, '--option', 'build-users-group', '', '--option', 'narinfo-cache-negative-ttl', '0', '--max-jobs', '0'],
+    nixEnv,
+  );
 }
