@@ -19,14 +19,12 @@
  *    the other core than the one measured).
  * 3. The client's memory: resident set (VmRSS) after the wrk run and its peak (VmHWM), from /proc.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatPublicKey } from '../src/nix/keys.js';
-import { CLI_PATH, NARINFO_WRK_SCRIPT, freePort, median, waitForHealth, wrkNarinfos, type BenchServer } from './common.js';
+import { CLI_PATH, NARINFO_WRK_SCRIPT, benchServer, freePort, median, spawnPinned, waitForHealth, wrkNarinfos, type BenchServer } from './common.js';
 import { buildTree, serveTree, substituteTop, type Sample } from './tree.js';
 
 const { values } = parseArgs({
@@ -48,18 +46,8 @@ async function startClientProcess(work: string, config: object): Promise<BenchSe
   const port = await freePort();
   const file = join(state, 'client.json');
   writeFileSync(file, JSON.stringify({ ...config, listen: `127.0.0.1:${port}`, state, logLevel: 'warn' }));
-  const child = spawn('taskset', ['-c', clientCpu, process.execPath, CLI_PATH, 'client', '--config', file], { stdio: ['ignore', 'ignore', 'inherit'] });
-  const exited = once(child, 'exit');
-  const server: BenchServer = {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    pid: child.pid!,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-      rmSync(state, { recursive: true, force: true });
-    },
-  };
+  const child = spawnPinned(clientCpu, process.execPath, [CLI_PATH, 'client', '--config', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const server = benchServer(child, port, () => rmSync(state, { recursive: true, force: true }));
   await waitForHealth(server.url);
   return { ...server, publicKey: readFileSync(join(state, 'client-key.public'), 'utf8').trim() };
 }

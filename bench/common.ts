@@ -58,11 +58,11 @@ export interface BenchServer {
  * Spawns `command`, pinned to `cpus` (a taskset list such as "1") when given. taskset execs the
  * command, so the child's pid is the server's own; its threads (libuv pool, GC) inherit the pinning.
  */
-function spawnPinned(cpus: string | undefined, command: string, args: string[], options: SpawnOptions): ChildProcess {
+export function spawnPinned(cpus: string | undefined, command: string, args: string[], options: SpawnOptions): ChildProcess {
   return cpus === undefined ? spawn(command, args, options) : spawn('taskset', ['-c', cpus, command, ...args], options);
 }
 
-function benchServer(child: ChildProcess, port: number, cleanup: () => void = () => undefined): BenchServer {
+export function benchServer(child: ChildProcess, port: number, cleanup: () => void = () => undefined): BenchServer {
   const exited = once(child, 'exit');
   return {
     url: `http://127.0.0.1:${port}`,

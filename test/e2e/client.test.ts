@@ -79,6 +79,22 @@ describeNix('nix-quorum client between Nix and a hostile server (real Nix)', () 
     const r = await runCli(args);
     return { code: r.code, report: JSON.parse(r.stdout) as CheckReport };
   };
+  /** Nix through a fresh client on the hostile proxy does not substitute `target`, and --check names the step that refused it. */
+  const expectRefusedThroughProxy = async (target: string, code: string, step: string) => {
+    try {
+      const fresh = await newClient([proxy.url]);
+      try {
+        expect((await substitute(store(), fresh.url, fresh.publicKey, [target])).code).not.toBe(0);
+      } finally {
+        await fresh.close();
+      }
+      const checked = await check(target, [proxy.url], dirs.make('check-state'));
+      expect(checked.code).toBe(1);
+      expect(checked.report.skipped).toEqual([expect.objectContaining({ code, step })]);
+    } finally {
+      proxy.rewrite = () => undefined;
+    }
+  };
   const submit = async (builder: number, paths: string[]) => {
     const r = await runCli(['submit', '--upload', '--store', join(dir, `b${builder}`), '--server', server.url, '--key-file', keyFiles[builder]!, ...paths], nixEnv);
     expect(r.code, r.stderr).toBe(0);
@@ -338,19 +354,7 @@ describeNix('nix-quorum client between Nix and a hostile server (real Nix)', () 
       for (const a of [...json.attestations, ...json.registry]) a.proof = strip(a.proof);
       return { body: JSON.stringify(json) };
     };
-    try {
-      const fresh = await newClient([proxy.url]);
-      try {
-        expect((await substitute(store(), fresh.url, fresh.publicKey, [target])).code).not.toBe(0);
-      } finally {
-        await fresh.close();
-      }
-      const { code, report } = await check(target, [proxy.url], dirs.make('check-state'));
-      expect(code).toBe(1);
-      expect(report.skipped).toEqual([expect.objectContaining({ code: 'not-witnessed', step: 'checkpoint' })]);
-    } finally {
-      proxy.rewrite = () => undefined;
-    }
+    await expectRefusedThroughProxy(target, 'not-witnessed', 'checkpoint');
   }, 120_000);
 
   it('hostile server, proofs against another tree than the checkpoint they claim: refused at the inclusion step', async () => {
@@ -366,18 +370,6 @@ describeNix('nix-quorum client between Nix and a hostile server (real Nix)', () 
       }
       return { body: JSON.stringify(json) };
     };
-    try {
-      const fresh = await newClient([proxy.url]);
-      try {
-        expect((await substitute(store(), fresh.url, fresh.publicKey, [target])).code).not.toBe(0);
-      } finally {
-        await fresh.close();
-      }
-      const { code, report } = await check(target, [proxy.url], dirs.make('check-state'));
-      expect(code).toBe(1);
-      expect(report.skipped).toEqual([expect.objectContaining({ code: 'bad-proof', step: 'inclusion' })]);
-    } finally {
-      proxy.rewrite = () => undefined;
-    }
+    await expectRefusedThroughProxy(target, 'bad-proof', 'inclusion');
   }, 120_000);
 });
