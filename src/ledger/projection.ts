@@ -8,6 +8,24 @@ import { leafHash } from './merkle.js';
 type BuilderRow = { id: number; name: string; public_key: Buffer; added_at: number; revoked_at: number | null; added_leaf: number | null; revoked_leaf: number | null };
 
 /**
+ * The registry and policies the stored registry and policy leaves state, replayed in log order;
+ * `check` sees each leaf's bytes first (and may refuse them).
+ */
+export function operatorState(db: Db, check: (index: number, bytes: Buffer) => void = () => undefined): LogState {
+  const state = new LogState();
+  const leaves = db.prepare('SELECT leaf_index, leaf FROM operator_leaves ORDER BY leaf_index').raw().all() as Array<[number, string]>;
+  for (const [index, text] of leaves) {
+    const bytes = Buffer.from(text, 'utf8');
+    check(index, bytes);
+    const leaf = decodeLeaf(bytes);
+    if (leaf.kind === 'builder') state.applyRegistry(index, leaf.entry);
+    else if (leaf.kind === 'policy') state.applyPolicy(index, leaf.entry);
+    else throw new QuorumError('tampered', `leaf ${index} is stored as a registry or policy leaf but is an attestation`, { field: `leaf ${index}` });
+  }
+  return state;
+}
+
+/**
  * Replays the registry and policy leaves and makes the builders and policies tables say exactly
  * what they state: the tables are a projection of the log, so a row written into the database by
  * hand (a sock-puppet builder, a weakened policy) is undone at start, and said so. Each leaf is first
@@ -17,18 +35,11 @@ type BuilderRow = { id: number; name: string; public_key: Buffer; added_at: numb
  */
 export function rebuildProjection(db: Db, log: MerkleLog): { state: LogState; corrections: string[] } {
   const size = log.size();
-  const state = new LogState();
-  const leaves = db.prepare('SELECT leaf_index, leaf FROM operator_leaves ORDER BY leaf_index').raw().all() as Array<[number, string]>;
-  for (const [index, text] of leaves) {
-    const bytes = Buffer.from(text, 'utf8');
+  const state = operatorState(db, (index, bytes) => {
     if (index >= size || !leafHash(bytes).equals(log.node(0, index))) {
       throw new QuorumError('tampered', `leaf ${index} of the database is not the leaf the log holds at that index (edited after it was logged): restore the data directory from a backup`, { field: `leaf ${index}` });
     }
-    const leaf = decodeLeaf(bytes);
-    if (leaf.kind === 'builder') state.applyRegistry(index, leaf.entry);
-    else if (leaf.kind === 'policy') state.applyPolicy(index, leaf.entry);
-    else throw new QuorumError('tampered', `leaf ${index} is stored as a registry or policy leaf but is an attestation`, { field: `leaf ${index}` });
-  }
+  });
   const clash = db.prepare('SELECT o.leaf_index FROM operator_leaves o JOIN attestations a ON a.leaf_index = o.leaf_index LIMIT 1').pluck().get() as number | undefined;
   if (clash !== undefined) throw new QuorumError('tampered', `leaf ${clash} is stored both as an attestation and as a registry or policy leaf`, { field: `leaf ${clash}` });
 

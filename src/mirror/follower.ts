@@ -5,9 +5,9 @@ import { httpJson } from '../http/client.js';
 import { openNote, type Checkpoint, type NoteVerifierKey } from '../ledger/checkpoint.js';
 import { TreeFrontier } from '../ledger/frontier.js';
 import { decodeLeaf, type LogLeaf } from '../ledger/leaf.js';
-import { LogState } from '../ledger/logState.js';
+import type { LogState } from '../ledger/logState.js';
 import { leafHash } from '../ledger/merkle.js';
-import { rebuildProjection } from '../ledger/projection.js';
+import { operatorState, rebuildProjection } from '../ledger/projection.js';
 import { contentKey, type Attestation } from '../ledger/statement.js';
 import type { Logger } from '../log.js';
 import type { MirrorMetrics } from './metrics.js';
@@ -187,7 +187,8 @@ export class Follower {
     }
     // 3-5. Fetch, check and hash the new leaves into the staging table, then compare roots.
     const frontier = TreeFrontier.of(local, log);
-    const state = localState(this.service);
+    // The registry and policies the local log states (verified when applied): where the checks start.
+    const state = operatorState(this.service.db);
     const unbound = new Map<string, number[]>();
     const jobs: Job[] = [];
     // Verification runs in the signature pool while this thread fetches, decodes and hashes the
@@ -371,16 +372,4 @@ export class Follower {
   private get(path: string): Promise<unknown> {
     return httpJson(new URL(path, this.primary).href, { timeoutMs: 30_000 });
   }
-}
-
-/** The registry and policies the local log states (already verified when applied): where a round's checks start. */
-function localState(service: Service): LogState {
-  const state = new LogState();
-  const rows = service.db.prepare('SELECT leaf_index, leaf FROM operator_leaves ORDER BY leaf_index').raw().all() as Array<[number, string]>;
-  for (const [index, text] of rows) {
-    const leaf = decodeLeaf(Buffer.from(text, 'utf8'));
-    if (leaf.kind === 'builder') state.applyRegistry(index, leaf.entry);
-    else if (leaf.kind === 'policy') state.applyPolicy(index, leaf.entry);
-  }
-  return state;
 }
