@@ -1,5 +1,7 @@
+import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { QuorumError } from '../errors.js';
+import { httpGet, keepAliveAgents, readText } from '../http/get.js';
 import { describeZodError } from '../ledger/attestation.js';
 import { strictBase64 } from '../ledger/checkpoint.js';
 import type { HashPart } from '../nix/storePath.js';
@@ -7,6 +9,9 @@ import type { HashPart } from '../nix/storePath.js';
 /** Requests one client has in flight to one ledger: below its unauthenticated per-address limit (http.maxConcurrentPerClient, 16). */
 const MAX_IN_FLIGHT = 8;
 const TIMEOUT_MS = 10_000;
+const NAR_TIMEOUT_MS = 30 * 60_000;
+/** Above the largest answer the schemas below admit (100,000 registry proofs): a larger one is refused unread. */
+const MAX_ANSWER_BYTES = 256 << 20;
 
 const base64 = z.string().refine((s) => strictBase64(s) !== undefined, 'must be standard base64');
 const proved = z.object({ leaf: base64, proof: z.string().max(1 << 20) });
@@ -27,10 +32,12 @@ const consistencyResponse = z.object({ first: z.number(), second: z.number(), ha
  * throws QuorumError 'unavailable' or 'bad-response', and the client asks the next one.
  */
 export class Ledger {
-  private inFlight = 0;
-  private readonly waiting: Array<() => void> = [];
+  private readonly agents = keepAliveAgents(MAX_IN_FLIGHT);
 
-  constructor(readonly url: string) {}
+  constructor(
+    readonly url: string,
+    private readonly maxAnswerBytes = MAX_ANSWER_BYTES,
+  ) {}
 
   proofs(hashPart: HashPart, cosigned: number): Promise<ProofsResponse> {
     return this.json(`api/v1/paths/${hashPart}/proofs${cosigned > 0 ? `?cosigned=${cosigned}` : ''}`, proofsResponse);
@@ -43,52 +50,46 @@ export class Ledger {
   }
 
   checkpoint(cosigned: number): Promise<string> {
-    return this.request(`api/v1/log/checkpoint${cosigned > 0 ? `?cosigned=${cosigned}` : ''}`, async (res) => res.text());
+    return this.request(`api/v1/log/checkpoint${cosigned > 0 ? `?cosigned=${cosigned}` : ''}`);
   }
 
   /** Fetches a file of the ledger (a NAR) and hands the response over: the caller reads and checks the body. */
-  fetch(url: string, head = false): Promise<Response> {
-    return this.limited(() => fetch(url, { method: head ? 'HEAD' : 'GET', signal: AbortSignal.timeout(30 * 60_000) }));
+  fetch(url: string, head = false): Promise<IncomingMessage> {
+    return httpGet(new URL(url), { agents: this.agents, timeoutMs: NAR_TIMEOUT_MS, head });
   }
 
-  private json<T extends z.ZodType>(path: string, schema: T): Promise<z.output<T>> {
-    return this.request(path, async (res) => {
-      let body: unknown;
-      try {
-        body = await res.json();
-      } catch {
-        throw new QuorumError('bad-response', `${this.url}${path} did not answer JSON`);
-      }
-      const parsed = schema.safeParse(body);
-      if (!parsed.success) throw new QuorumError('bad-response', `${this.url}${path}: ${describeZodError(parsed.error)}`);
-      return parsed.data;
-    });
+  close(): void {
+    this.agents.destroy();
   }
 
-  private request<T>(path: string, read: (res: Response) => Promise<T>): Promise<T> {
-    return this.limited(async () => {
-      let res: Response;
-      try {
-        res = await fetch(new URL(path, this.url), { signal: AbortSignal.timeout(TIMEOUT_MS) });
-      } catch (error) {
-        throw new QuorumError('unavailable', `cannot reach ${this.url}: ${(error as Error).message}`, { cause: error });
-      }
-      if (!res.ok) {
-        const text = (await res.text().catch(() => '')).slice(0, 300);
-        throw new QuorumError(res.status >= 500 || res.status === 429 ? 'unavailable' : 'refused', `${this.url}${path} answered ${res.status} ${text}`, { remoteCode: `http-${res.status}` });
-      }
-      return read(res);
-    });
-  }
-
-  private async limited<T>(run: () => Promise<T>): Promise<T> {
-    while (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.inFlight++;
+  private async json<T extends z.ZodType>(path: string, schema: T): Promise<z.output<T>> {
+    const text = await this.request(path);
+    let body: unknown;
     try {
-      return await run();
-    } finally {
-      this.inFlight--;
-      this.waiting.shift()?.();
+      body = JSON.parse(text);
+    } catch {
+      throw new QuorumError('bad-response', `${this.url}${path} did not answer JSON`);
     }
+    const parsed = schema.safeParse(body);
+    if (!parsed.success) throw new QuorumError('bad-response', `${this.url}${path}: ${describeZodError(parsed.error)}`);
+    return parsed.data;
+  }
+
+  /** The body of a 2xx answer; anything else is the ledger's failure, never a verification result. */
+  private async request(path: string): Promise<string> {
+    let res: IncomingMessage;
+    let text: string;
+    try {
+      res = await httpGet(new URL(path, this.url), { agents: this.agents, timeoutMs: TIMEOUT_MS });
+      text = await readText(res, this.maxAnswerBytes);
+    } catch (error) {
+      if (error instanceof RangeError) throw new QuorumError('bad-response', `${this.url}${path}: ${error.message}`);
+      throw new QuorumError('unavailable', `cannot reach ${this.url}: ${(error as Error).message}`, { cause: error });
+    }
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) {
+      throw new QuorumError(status >= 500 || status === 429 ? 'unavailable' : 'refused', `${this.url}${path} answered ${status} ${text.slice(0, 300)}`, { remoteCode: `http-${status}` });
+    }
+    return text;
   }
 }

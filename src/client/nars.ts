@@ -1,6 +1,4 @@
-import type { ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
-import type { ReadableStream } from 'node:stream/web';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { COMPRESSION_METHODS, decompressStream, type CompressionMethod } from '../blobstore/compression.js';
 import { HashCheck, sendChecked } from '../blobstore/hashCheck.js';
 import type { Logger } from '../log.js';
@@ -49,27 +47,26 @@ export class NarSources {
     for (const source of candidates) {
       // A file only this build cannot decompress (a hostile ledger's made-up method) is no source.
       if (!(COMPRESSION_METHODS as readonly string[]).includes(source.compression)) continue;
-      let answer: Response;
+      let answer: IncomingMessage;
       try {
         answer = await source.ledger.fetch(source.url, head && source.compression === 'none');
       } catch (error) {
         this.logger.warn('NAR source unreachable, trying the next', { url: source.url, err: error });
         continue;
       }
-      const size = entry?.narSize ?? (source.compression === 'none' ? Number(answer.headers.get('content-length')) : Number.NaN);
-      if (!answer.ok || !Number.isSafeInteger(size) || size <= 0) {
-        await answer.body?.cancel();
+      const size = entry?.narSize ?? (source.compression === 'none' ? Number(answer.headers['content-length']) : Number.NaN);
+      if (answer.statusCode !== 200 || !Number.isSafeInteger(size) || size <= 0) {
+        answer.destroy();
         continue;
       }
       res.writeHead(200, { 'content-type': 'application/x-nix-nar', 'content-length': size });
       if (head) {
-        await answer.body?.cancel();
+        answer.resume();
         res.end();
         return;
       }
-      const body = Readable.fromWeb(answer.body as ReadableStream);
       let corrupt = false;
-      await sendChecked(res, [body, decompressStream(source.compression as CompressionMethod), new HashCheck(narHash, size)], (problem) => {
+      await sendChecked(res, [answer, decompressStream(source.compression as CompressionMethod), new HashCheck(narHash, size)], (problem) => {
         corrupt = true;
         this.logger.error('a ledger served NAR bytes that do not hash to the narHash the builders attested: download broken off', { url: source.url, problem });
       });
