@@ -34,11 +34,11 @@ export function openClient(config: ClientConfig, logger: Logger): ClientCore {
   const nars = new NarSources(ledgers, metrics, logger);
   const cosigned = config.trust.witnesses?.threshold ?? 0;
   const resolver = new PathResolver(ledgers, heads, { builders: config.builders, threshold: config.threshold, onConflict: config.onConflict }, cosigned, state.key, nars, metrics, logger);
-  return { config, state, heads, resolver, nars, metrics, publicKey: formatPublicKey(state.key.publicKey), close: () => {
-      for (const ledger of ledgers) ledger.close();
-      state.close();
-    },
+  const close = () => {
+    for (const ledger of ledgers) ledger.close();
+    state.close();
   };
+  return { config, state, heads, resolver, nars, metrics, publicKey: formatPublicKey(state.key.publicKey), close };
 }
 
 export interface RunningClient extends ClientCore {

@@ -83,7 +83,7 @@ export class Ledger {
       res = await httpGet(new URL(path, this.url), { agents: this.agents, timeoutMs: TIMEOUT_MS });
       text = await readText(res, this.maxAnswerBytes);
     } catch (error) {
-      if (error instanceof RangeError) throw new QuorumError('bad-response', `${this.url}${path}: ${error.message}`);
+      if (error instanceof QuorumError) throw new QuorumError(error.code, `${this.url}${path}: ${error.message}`);
       throw new QuorumError('unavailable', `cannot reach ${this.url}: ${(error as Error).message}`, { cause: error });
     }
     const status = res.statusCode ?? 0;
