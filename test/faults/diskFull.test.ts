@@ -77,7 +77,7 @@ describeRoot('a full disk', () => {
   beforeAll(async () => {
     mount = tempDir('disk-full');
     dataDir = join(mount, 'data');
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160m', 'tmpfs', mount]);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512m', 'tmpfs', mount]);
     // One builder is a quorum here, so one attestation and its NAR make a served path.
     const service = openService(testConfig(dataDir, { quorum: { defaultThreshold: 1 } }), createLogger('error'));
     addBuilder(service, builder.publicKey);
