@@ -20,6 +20,7 @@
  * time whoever accepts it, and the peer shows that share.
  */
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +35,6 @@ import { generateSecretKey } from '../src/nix/keys.js';
 import { encodeStrings, NAR_MAGIC } from '../src/nix/nar/format.js';
 import { openService } from '../src/service.js';
 import { median, NARINFO_WRK_SCRIPT, postAttestations, randomStorePath, startNginx, startQuorumServer, wrkNarinfos, type BenchServer, type WrkResult } from './common.js';
-import { rawRequest, type RawAnswer } from './hostile.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,46 +48,81 @@ const { values } = parseArgs({
     'client-cpu': { type: 'string', default: '0' },
     // Where the hostile clients run (default: with wrk, on --client-cpu).
     'hostile-cpu': { type: 'string' },
-    attack: { type: 'string' },
-    // Which of the hostile requests to send (indices into the list in attack()), e.g. 0,3; default all.
+    // Which of the hostile requests to send (indices into the list in HOSTILE_WRK_SCRIPT), e.g. 0,3; default all.
     kinds: { type: 'string' },
   },
 });
 
 const MiB = 1024 * 1024;
 
-/** The hostile requests, in turn, forever (run as `--attack URL` in a child process). */
-async function attack(url: string, connections: number, rate: number, only: number[] | undefined): Promise<void> {
-  const forged = () => `NixQuorum-Attest builder=bench-a,ts=${Math.floor(Date.now() / 1000)},sig=${Buffer.alloc(64, 9).toString('base64')}`;
-  const kinds: Array<() => Promise<RawAnswer>> = [
-    () => rawRequest(url, { method: 'POST', path: '/api/v1/attestations', headers: { 'content-length': String(64 * MiB) }, bodyBytes: MiB }),
-    () => rawRequest(url, { method: 'POST', path: '/api/v1/attestations', headers: { authorization: forged(), 'content-encoding': 'gzip', 'content-length': String(MiB) }, bodyBytes: MiB }),
-    () => rawRequest(url, { method: 'POST', path: '/api/v1/attestations', headers: { authorization: forged(), 'content-length': String(64 * MiB) }, bodyBytes: MiB }),
-    () => rawRequest(url, { method: 'POST', path: '/api/v1/attestations', headers: { authorization: forged(), 'content-length': String(2 * MiB), connection: 'close' }, bodyBytes: 2 * MiB }),
-    () => rawRequest(url, { method: 'PUT', path: `/api/v1/nars/sha256:${'0'.repeat(52)}`, headers: { authorization: 'NixQuorum-Upload builder=x,ts=1,sig=' + 'A'.repeat(86) + '==', 'content-length': String(100 * MiB) }, bodyBytes: MiB }),
-    () => rawRequest(url, { method: 'GET', path: '/not-a-hash.narinfo', headers: { connection: 'close' }, bodyBytes: 0 }),
-    () => rawRequest(url, { method: 'GET', path: `/api/v1/paths/${'%ff'.repeat(100)}`, headers: { connection: 'close' }, bodyBytes: 0 }),
-    () => rawRequest(url, { method: 'GET', path: `/api/v1/log/entries?start=x&end=${'9'.repeat(40)}`, headers: { connection: 'close' }, bodyBytes: 0 }),
-  ];
-  const chosen = only ? kinds.filter((_, i) => only.includes(i)) : kinds;
-  const statuses = new Map<number, number>();
-  process.on('SIGTERM', () => {
-    process.stdout.write(`${JSON.stringify(Object.fromEntries(statuses))}\n`);
-    process.exit(0);
-  });
-  await Promise.all(
-    Array.from({ length: connections }, async (_, c) => {
-      // Each connection sends at rate / connections requests per second (or as fast as answered).
-      const interval = (1000 * connections) / rate;
-      for (let i = c, next = performance.now(); ; i++, next += interval) {
-        const a = await chosen[i % chosen.length]!();
-        statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
-        const wait = next + interval - performance.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      }
-    }),
-  );
-}
+/**
+ * The hostile clients: wrk with this script, so what they cost the clients' core is C's epoll loop and
+ * not a Node process (which, at 0.7-1 ms of CPU per request on a new connection, took wrk's core from
+ * the honest client: with nginx as the server the honest rate fell to 0.6 under plain GETs alone).
+ * Each connection sends the kinds in turn, waiting `delay` ms before each; a request whose answer
+ * says `Connection: close`, or that the server closes or resets, is followed by a new connection.
+ * Bodies are random bytes (incompressible), built once; a body shorter than its Content-Length
+ * is the attacker's promise of more, which a server must not wait for.
+ */
+const HOSTILE_WRK_SCRIPT = `
+-- statuses is a global: done() reads each thread's with thread:get.
+statuses = {}
+local requests, n, wait, threads = {}, 0, 0, {}
+function setup(thread) table.insert(threads, thread) end
+local function bytes(count)
+  local t = {}
+  for i = 1, 65536 do t[i] = string.char(math.random(0, 255)) end
+  local chunk = table.concat(t)
+  return string.rep(chunk, math.floor(count / 65536)) .. chunk:sub(1, count % 65536)
+end
+local function raw(method, path, headers, body)
+  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: " .. wrk.host .. ":" .. wrk.port }
+  for _, h in ipairs(headers) do lines[#lines + 1] = h end
+  return table.concat(lines, "\\r\\n") .. "\\r\\n\\r\\n" .. (body or "")
+end
+function init(args)
+  wait = tonumber(args[1])
+  local forged = "Authorization: NixQuorum-Attest builder=bench-a,ts=" .. os.time() .. ",sig=" .. args[2]
+  local upload = "Authorization: NixQuorum-Upload builder=x,ts=1,sig=" .. string.rep("A", 86) .. "=="
+  local mib = bytes(${MiB})
+  local all = {
+    raw("POST", "/api/v1/attestations", { "Content-Length: ${64 * MiB}" }, mib),
+    raw("POST", "/api/v1/attestations", { forged, "Content-Encoding: gzip", "Content-Length: ${MiB}" }, mib),
+    raw("POST", "/api/v1/attestations", { forged, "Content-Length: ${64 * MiB}" }, mib),
+    raw("POST", "/api/v1/attestations", { forged, "Content-Length: ${2 * MiB}", "Connection: close" }, bytes(${2 * MiB})),
+    raw("PUT", "/api/v1/nars/sha256:" .. string.rep("0", 52), { upload, "Content-Length: ${100 * MiB}" }, mib),
+    raw("GET", "/not-a-hash.narinfo", { "Connection: close" }),
+    raw("GET", "/api/v1/paths/" .. string.rep("%ff", 100), { "Connection: close" }),
+    raw("GET", "/api/v1/log/entries?start=x&end=" .. string.rep("9", 40), { "Connection: close" }),
+  }
+  for kind in string.gmatch(args[3], "%d+") do requests[#requests + 1] = all[tonumber(kind) + 1] end
+end
+function delay() return wait end
+local verified = false
+function request()
+  -- wrk parses the first request it is given (to count pipelined requests) and refuses to start if
+  -- it is incomplete, as a promised body is: that one is only parsed, never sent.
+  if not verified then
+    verified = true
+    return raw("GET", "/", {})
+  end
+  n = n % #requests + 1
+  return requests[n]
+end
+function response(status)
+  statuses[tostring(status)] = (statuses[tostring(status)] or 0) + 1
+end
+function done(summary)
+  local out = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do out[#out + 1] = string.format('"%s":%d', status, count) end
+  end
+  local e = summary.errors
+  io.write(string.format('{"answers":{%s},"closedUnanswered":%d}\\n', table.concat(out, ","), e.connect + e.read + e.write + e.timeout))
+end
+`;
+
+const ALL_KINDS = '0,1,2,3,4,5,6,7';
 
 async function main(): Promise<void> {
   const pathCount = Number(values.paths);
@@ -131,7 +166,13 @@ async function main(): Promise<void> {
     const listFile = join(work, 'hits.txt');
     writeFileSync(listFile, hashParts.map((h) => `/${h}.narinfo\n`).join(''));
     const measure = (target: BenchServer, seconds: number) => wrkNarinfos({ server: target, kind: 'hits', seconds, scriptFile, listFile, connections, clientCpu: values['client-cpu'] });
-    const results = new Map<string, { alone: WrkResult[]; attacked: WrkResult[] }>([['ours', { alone: [], attacked: [] }], ['nginx', { alone: [], attacked: [] }]]);
+    const results = new Map<string, { alone: WrkResult[]; attacked: WrkResult[]; hostileRate: number[] }>([
+      ['ours', { alone: [], attacked: [], hostileRate: [] }],
+      ['nginx', { alone: [], attacked: [], hostileRate: [] }],
+    ]);
+    const hostileScript = join(work, 'hostile.lua');
+    writeFileSync(hostileScript, HOSTILE_WRK_SCRIPT);
+    const forgedSig = Buffer.alloc(64, 9).toString('base64');
     const answered = new Map<string, number>();
     try {
       for (const target of [server, nginx]) await measure(target, 3);
@@ -139,16 +180,24 @@ async function main(): Promise<void> {
         for (const [name, target] of [['ours', server], ['nginx', nginx]] as const) {
           const r = results.get(name)!;
           r.alone.push(await measure(target, duration));
-          const attacker = spawn('taskset', ['-c', values['hostile-cpu'] ?? values['client-cpu'], process.execPath, process.argv[1]!, '--attack', target.url, '--hostile', String(hostile), '--rate', values.rate, ...(values.kinds ? ['--kinds', values.kinds] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+          const started = performance.now();
+          const attacker = spawn('taskset', ['-c', values['hostile-cpu'] ?? values['client-cpu'], 'wrk', '-t1', `-c${hostile}`, `-d${duration + 5}s`, '--timeout', '10s', '-s', hostileScript, target.url, '--', String((1000 * hostile) / Number(values.rate)), forgedSig, values.kinds ?? ALL_KINDS], { stdio: ['ignore', 'pipe', 'inherit'] });
           let out = '';
           attacker.stdout!.on('data', (d) => (out += d));
+          const exited = once(attacker, 'exit');
           await new Promise((resolve) => setTimeout(resolve, 1000));
           r.attacked.push(await measure(target, duration));
-          const exited = new Promise((resolve) => attacker.once('exit', resolve));
-          attacker.kill('SIGTERM');
+          if (attacker.exitCode !== null || attacker.signalCode !== null) throw new Error(`the hostile wrk ended early: ${out}`);
+          attacker.kill('SIGINT');
           await exited;
-          if (name === 'ours') for (const [status, n] of Object.entries(JSON.parse(out || '{}') as Record<string, number>)) answered.set(status, (answered.get(status) ?? 0) + n);
-          process.stderr.write(`round ${round + 1} ${name}: alone ${r.alone.at(-1)!.rps.toFixed(0)} req/s, with hostile clients ${r.attacked.at(-1)!.rps.toFixed(0)} req/s; hostile answers ${out.trim()}\n`);
+          const seconds = (performance.now() - started) / 1000;
+          const line = out.split('\n').find((l) => l.startsWith('{'));
+          if (!line) throw new Error(`the hostile wrk printed no summary: ${out}`);
+          const hostileResult = JSON.parse(line) as { answers: Record<string, number>; closedUnanswered: number };
+          const sent = Object.values(hostileResult.answers).reduce((a, b) => a + b, 0) + hostileResult.closedUnanswered;
+          r.hostileRate.push(sent / seconds);
+          if (name === 'ours') for (const [status, n] of Object.entries(hostileResult.answers)) answered.set(status, (answered.get(status) ?? 0) + n);
+          process.stderr.write(`round ${round + 1} ${name}: alone ${r.alone.at(-1)!.rps.toFixed(0)} req/s (server CPU ${r.alone.at(-1)!.cpu.toFixed(2)}), with hostile clients ${r.attacked.at(-1)!.rps.toFixed(0)} req/s (server CPU ${r.attacked.at(-1)!.cpu.toFixed(2)}); hostile requests ${(sent / seconds).toFixed(0)}/s, answers ${JSON.stringify(hostileResult.answers)}, closed unanswered ${hostileResult.closedUnanswered}\n`);
         }
       }
     } finally {
@@ -156,10 +205,10 @@ async function main(): Promise<void> {
     }
     const rps = (rs: WrkResult[]) => median(rs.map((r) => r.rps));
     const p99 = (rs: WrkResult[]) => median(rs.map((r) => r.p99ms));
-    console.log(`wrk -t1 -c${connections} -d${duration}s hits over ${pathCount} paths; server on CPU ${values['server-cpu']}; wrk and ${hostile} hostile connections, ${values.rate} hostile requests/s each on a new connection, on CPU ${values['hostile-cpu'] ?? values['client-cpu']}; ${rounds} rounds, medians`);
-    console.log('| server | honest req/s alone | p99 ms | with hostile clients | p99 ms | ratio |');
-    console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
-    for (const [name, r] of results) console.log(`| ${name} | ${rps(r.alone).toFixed(0)} | ${p99(r.alone).toFixed(2)} | ${rps(r.attacked).toFixed(0)} | ${p99(r.attacked).toFixed(2)} | ${(rps(r.attacked) / rps(r.alone)).toFixed(2)} |`);
+    console.log(`wrk -t1 -c${connections} -d${duration}s hits over ${pathCount} paths; server on CPU ${values['server-cpu']}; wrk and ${hostile} hostile wrk connections (kinds ${values.kinds ?? ALL_KINDS}, at most ${values.rate} requests/s in all) on CPU ${values['hostile-cpu'] ?? values['client-cpu']}; ${rounds} rounds, medians`);
+    console.log('| server | honest req/s alone | p99 ms | with hostile clients | p99 ms | hostile req/s | ratio |');
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const [name, r] of results) console.log(`| ${name} | ${rps(r.alone).toFixed(0)} | ${p99(r.alone).toFixed(2)} | ${rps(r.attacked).toFixed(0)} | ${p99(r.attacked).toFixed(2)} | ${median(r.hostileRate).toFixed(0)} | ${(rps(r.attacked) / rps(r.alone)).toFixed(2)} |`);
     const ours = results.get('ours')!;
     console.log(`ratio ${(rps(ours.attacked) / rps(ours.alone)).toFixed(2)} (goal >= 0.7)`);
     console.log(`hostile requests to ours answered, by status (all rounds): ${JSON.stringify(Object.fromEntries(answered))}`);
@@ -169,5 +218,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (values.attack) await attack(values.attack, Number(values.hostile), Number(values.rate), values.kinds?.split(',').map(Number));
-else await main();
+await main();
