@@ -7,16 +7,16 @@
  * A data directory is filled through the real API (two builders, --paths paths with quorum and
  * NARs). `nix-quorum serve` runs pinned to --server-cpu; wrk (32 connections, hits cycling through
  * every path) and the hostile clients share --client-cpu, as clients do. Each round measures wrk
- * alone, then wrk while --hostile hostile connections (a child process) send --rate requests per
- * second between them (each on a new connection), in turn:
+ * alone, then wrk while --hostile hostile connections (a second wrk, HOSTILE_WRK_SCRIPT) send at most
+ * --rate requests per second between them (each on a new connection), in turn:
  *   - unauthenticated attestation submissions declaring 64 MiB bodies (refused after the header);
- *   - submissions with a forged builder signature: gzip bodies (415), declared 64 MiB (413), and
- *     2 MiB bodies the server must read and hash before it refuses them (403);
+ *   - submissions with a forged builder signature (403 at the signature check): gzip bodies,
+ *     declared 64 MiB, and 2 MiB bodies the server must read and hash before it refuses them;
  *   - NAR uploads of 100 MiB without a valid signature (refused after the header);
  *   - malformed narinfo names and API paths (400), unknown paths (404).
  * Goal: honest requests/s with the hostile clients >= 0.7 of without (medians over --rounds). The
  * peer: nginx serving the same narinfo bytes as static files, alone and under the same hostile load
- * (which it answers 404/405): on this VM a new loopback connection costs hundreds of µs of kernel
+ * (which it answers 404/413): on this VM a new loopback connection costs hundreds of µs of kernel
  * time whoever accepts it, and the peer shows that share.
  */
 import { spawn } from 'node:child_process';
@@ -95,7 +95,8 @@ function init(args)
     raw("GET", "/api/v1/paths/" .. string.rep("%ff", 100), { "Connection: close" }),
     raw("GET", "/api/v1/log/entries?start=x&end=" .. string.rep("9", 40), { "Connection: close" }),
   }
-  for kind in string.gmatch(args[3], "%d+") do requests[#requests + 1] = all[tonumber(kind) + 1] end
+  for kind in string.gmatch(args[3] or "", "%d+") do requests[#requests + 1] = all[tonumber(kind) + 1] end
+  if #requests == 0 then requests = all end
 end
 function delay() return wait end
 local verified = false
@@ -121,8 +122,6 @@ function done(summary)
   io.write(string.format('{"answers":{%s},"closedUnanswered":%d}\\n', table.concat(out, ","), e.connect + e.read + e.write + e.timeout))
 end
 `;
-
-const ALL_KINDS = '0,1,2,3,4,5,6,7';
 
 async function main(): Promise<void> {
   const pathCount = Number(values.paths);
@@ -181,7 +180,7 @@ async function main(): Promise<void> {
           const r = results.get(name)!;
           r.alone.push(await measure(target, duration));
           const started = performance.now();
-          const attacker = spawn('taskset', ['-c', values['hostile-cpu'] ?? values['client-cpu'], 'wrk', '-t1', `-c${hostile}`, `-d${duration + 5}s`, '--timeout', '10s', '-s', hostileScript, target.url, '--', String((1000 * hostile) / Number(values.rate)), forgedSig, values.kinds ?? ALL_KINDS], { stdio: ['ignore', 'pipe', 'inherit'] });
+          const attacker = spawn('taskset', ['-c', values['hostile-cpu'] ?? values['client-cpu'], 'wrk', '-t1', `-c${hostile}`, `-d${duration + 5}s`, '--timeout', '10s', '-s', hostileScript, target.url, '--', String((1000 * hostile) / Number(values.rate)), forgedSig, ...(values.kinds ? [values.kinds] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
           let out = '';
           attacker.stdout!.on('data', (d) => (out += d));
           const exited = once(attacker, 'exit');
@@ -205,7 +204,7 @@ async function main(): Promise<void> {
     }
     const rps = (rs: WrkResult[]) => median(rs.map((r) => r.rps));
     const p99 = (rs: WrkResult[]) => median(rs.map((r) => r.p99ms));
-    console.log(`wrk -t1 -c${connections} -d${duration}s hits over ${pathCount} paths; server on CPU ${values['server-cpu']}; wrk and ${hostile} hostile wrk connections (kinds ${values.kinds ?? ALL_KINDS}, at most ${values.rate} requests/s in all) on CPU ${values['hostile-cpu'] ?? values['client-cpu']}; ${rounds} rounds, medians`);
+    console.log(`wrk -t1 -c${connections} -d${duration}s hits over ${pathCount} paths; server on CPU ${values['server-cpu']}; wrk and ${hostile} hostile wrk connections (kinds ${values.kinds ?? 'all'}, at most ${values.rate} requests/s in all) on CPU ${values['hostile-cpu'] ?? values['client-cpu']}; ${rounds} rounds, medians`);
     console.log('| server | honest req/s alone | p99 ms | with hostile clients | p99 ms | hostile req/s | ratio |');
     console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const [name, r] of results) console.log(`| ${name} | ${rps(r.alone).toFixed(0)} | ${p99(r.alone).toFixed(2)} | ${rps(r.attacked).toFixed(0)} | ${p99(r.attacked).toFixed(2)} | ${median(r.hostileRate).toFixed(0)} | ${(rps(r.attacked) / rps(r.alone)).toFixed(2)} |`);
