@@ -1,15 +1,15 @@
 import Database from 'better-sqlite3';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openDb } from '../src/db.js';
 import { SCHEMA_VERSION } from '../src/db/migrations.js';
-import { encodeLeaf } from '../src/ledger/leaf.js';
 import { MerkleLog } from '../src/ledger/log.js';
 import { parseAttestation } from '../src/ledger/attestation.js';
 import { createLogger } from '../src/log.js';
 import { generateSecretKey } from '../src/nix/keys.js';
 import { openService } from '../src/service.js';
+import { appendAttestations202611, ledger202611 } from './helpers/ledger202611.js';
 import { tempDir } from './helpers/nix.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from './helpers/ledger.js';
 
@@ -26,11 +26,9 @@ function layout(db: Database.Database) {
   });
 }
 
-/** A ledger as nix-quorum wrote it in 2026-11 (test/fixtures/schema-2026-11.sql), with a registry, policies and attestations. */
+/** A ledger as nix-quorum wrote it in 2026-11, with a registry, policies and attestations. */
 function ledgerOf202611(file: string) {
-  const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.exec(readFileSync(join(import.meta.dirname, 'fixtures', 'schema-2026-11.sql'), 'utf8'));
+  const db = ledger202611(file);
   const alice = generateSecretKey('alice-1');
   const bob = generateSecretKey('bob-1');
   const addBuilder = db.prepare('INSERT INTO builders (name, public_key, added_at, revoked_at) VALUES (?, ?, ?, ?)');
@@ -42,15 +40,7 @@ function ledgerOf202611(file: string) {
   addBuilder.run('nobody-1', Buffer.concat([Buffer.from([1]), Buffer.alloc(31)]), 4000, null);
   db.exec("INSERT INTO policies (name, threshold, on_conflict, all_builders, updated_at) VALUES ('default', 2, 'block', 1, 100), ('strict', 2, 'ignore', 0, 200)");
   db.exec("INSERT INTO policy_builders (policy, builder_name) VALUES ('strict', 'bob-1'), ('strict', 'alice-1')");
-  const log = new MerkleLog(db);
-  const leaves = [0, 1].map((i) => {
-    const a = parseAttestation({ ...signedAttestation(alice, { outPath: randomStorePath(`p${i}`), narHash: randomNarHash() }), narinfoSignature: null });
-    db.prepare(
-      'INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, NULL, 1)',
-    ).run(i, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, a.references.join(','), a.signature);
-    return encodeLeaf(a);
-  });
-  log.append(0, leaves);
+  appendAttestations202611(db, 1, [0, 1].map((i) => parseAttestation({ ...signedAttestation(alice, { outPath: randomStorePath(`p${i}`), narHash: randomNarHash() }), narinfoSignature: null })));
   db.close();
   return { alice, bob };
 }

@@ -1,4 +1,4 @@
-import { EMPTY_ROOT, nodeHash, type NodeReader } from './merkle.js';
+import { EMPTY_ROOT, nodeHash, type NodeReader, type StoredNode } from './merkle.js';
 
 /**
  * The right edge of a growing Merkle tree: one hash per complete subtree, O(log n) memory.
@@ -26,13 +26,20 @@ export class TreeFrontier {
     return frontier;
   }
 
-  push(leafHash: Buffer): void {
+  /**
+   * Appends a leaf; with `created`, also hands over the complete nodes it completes (the leaf and
+   * its new parents), which are what a MerkleLog stores for those leaves.
+   */
+  push(leafHash: Buffer, created?: StoredNode[]): void {
     let level = 0;
     let hash = leafHash;
+    created?.push({ level: 0, index: this.size, hash });
     while (this.levels.length > 0 && this.levels[this.levels.length - 1] === level) {
       this.levels.pop();
       hash = nodeHash(this.hashes.pop()!, hash);
       level++;
+      // Node (level, i) ends at this leaf: i = (size + 1) / 2^level - 1.
+      created?.push({ level, index: (this.size + 1) / 2 ** level - 1, hash });
     }
     this.levels.push(level);
     this.hashes.push(hash);

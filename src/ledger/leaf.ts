@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { QuorumError } from '../errors.js';
 import { parseAttestation } from './attestation.js';
 import { statementText, type Attestation } from './statement.js';
@@ -47,7 +48,11 @@ export type LogLeaf =
   | { kind: 'policy'; entry: PolicyEntry };
 
 export function encodeLeaf(a: Attestation): Buffer {
-  return Buffer.from([statementText(a), a.builder, a.signature.toString('base64'), a.narinfoSignature ?? ''].join('\n'), 'utf8');
+  return Buffer.from(attestationLeafText(a), 'utf8');
+}
+
+function attestationLeafText(a: Attestation): string {
+  return [statementText(a), a.builder, a.signature.toString('base64'), a.narinfoSignature ?? ''].join('\n');
 }
 
 export function registryLeafText(e: RegistryEntry): string {
@@ -60,16 +65,15 @@ export function policyLeafText(e: PolicyEntry): string {
 
 /** Decodes any leaf; a leaf that is not in the one canonical spelling of its kind is refused. */
 export function decodeLeaf(leaf: Uint8Array): LogLeaf {
-  const bytes = Buffer.from(leaf);
-  const text = bytes.toString('utf8');
-  // Invalid UTF-8 decodes to U+FFFD: re-encoding tells.
-  if (!Buffer.from(text, 'utf8').equals(bytes)) bad('a leaf is UTF-8 text');
+  // Invalid UTF-8 would decode to U+FFFD: two leaves, one text.
+  if (!isUtf8(leaf)) bad('a leaf is UTF-8 text');
+  const text = Buffer.from(leaf.buffer, leaf.byteOffset, leaf.byteLength).toString('utf8');
   if (text.startsWith(`${BUILDER_PREFIX};`)) return { kind: 'builder', entry: decodeRegistry(text) };
   if (text.startsWith(`${POLICY_PREFIX};`)) return { kind: 'policy', entry: decodePolicy(text) };
-  return { kind: 'attestation', attestation: decodeAttestation(text, bytes) };
+  return { kind: 'attestation', attestation: decodeAttestation(text) };
 }
 
-function decodeAttestation(text: string, bytes: Buffer): Attestation {
+function decodeAttestation(text: string): Attestation {
   const lines = text.split('\n');
   if (lines.length !== 4) bad(`an attestation leaf has 4 lines, this one has ${lines.length}`);
   const [statement, builder, signature, narinfoSignature] = lines as [string, string, string, string];
@@ -88,8 +92,8 @@ function decodeAttestation(text: string, bytes: Buffer): Attestation {
     signature,
     narinfoSignature: narinfoSignature === '' ? null : narinfoSignature,
   });
-  // Re-encoding must give the same bytes, or the leaf was not canonical (e.g. unsorted references).
-  if (!encodeLeaf(attestation).equals(bytes)) bad('leaf is not in canonical form');
+  // Re-encoding must give the same text (so the same bytes), or the leaf was not canonical (e.g. unsorted references).
+  if (attestationLeafText(attestation) !== text) bad('leaf is not in canonical form');
   return attestation;
 }
 

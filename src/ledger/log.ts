@@ -1,7 +1,7 @@
 import type { Statement } from 'better-sqlite3';
 import type { Db } from '../db.js';
 import { QuorumError } from '../errors.js';
-import { appendLeaves, consistencyProof, inclusionProof, leafHash, rootHash, type NodeReader } from './merkle.js';
+import { appendLeaves, consistencyProof, inclusionProof, leafHash, rootHash, type NodeReader, type StoredNode } from './merkle.js';
 
 /**
  * The RFC 9162 tree over the attestations table, persisted as complete-subtree hashes
@@ -30,7 +30,12 @@ export class MerkleLog implements NodeReader {
 
   /** Appends leaves (raw leaf bytes) at `size`; call inside the ingest transaction. */
   append(size: number, leaves: Buffer[]): void {
-    for (const n of appendLeaves(size, leaves.map(leafHash), this)) this.putNode.run(n.level, n.index, n.hash);
+    this.appendNodes(appendLeaves(size, leaves.map(leafHash), this));
+  }
+
+  /** Stores the complete nodes of appended leaves, computed by the caller (a TreeFrontier replaying them). */
+  appendNodes(nodes: readonly StoredNode[]): void {
+    for (const n of nodes) this.putNode.run(n.level, n.index, n.hash);
   }
 
   root(size: number): Buffer {

@@ -6,9 +6,11 @@ import { openNote, type Checkpoint, type NoteVerifierKey } from '../ledger/check
 import { TreeFrontier } from '../ledger/frontier.js';
 import { decodeLeaf, type LogLeaf } from '../ledger/leaf.js';
 import type { LogState } from '../ledger/logState.js';
-import { leafHash } from '../ledger/merkle.js';
+import { leafHash, verifyConsistency, type StoredNode } from '../ledger/merkle.js';
 import { operatorState, rebuildProjection } from '../ledger/projection.js';
+import type { SignaturePool } from '../ledger/signaturePool.js';
 import { contentKey, type Attestation } from '../ledger/statement.js';
+import { pathVotes, voterKey, type PathVote, type VotesOf } from '../ledger/votes.js';
 import type { Logger } from '../log.js';
 import type { MirrorMetrics } from './metrics.js';
 import { publicKeyFromRaw, type PublicKey } from '../nix/keys.js';
@@ -17,24 +19,101 @@ import { verifyCheckpoint, type LogTrust } from '../verification/checkpoint.js';
 import { compareWithVerified } from '../verification/consistency.js';
 import { VerificationError } from '../verification/errors.js';
 import { decodeVerifiedLeaf } from '../verification/inclusion.js';
-import { signatureJob, type SignatureJob } from '../verification/signature.js';
+import { leafSignatureJob, type SignatureJob } from '../verification/signature.js';
 import type { Cosignature } from '../witness/cosignature.js';
 import { CosignatureStore } from '../witness/cosignatures.js';
 import type { WitnessPolicy } from '../witness/verifyCosigned.js';
 
 /** Leaves asked for per request (the primary may answer fewer: its pages are bounded in bytes). */
 const PAGE = 1000;
-/** Leaves verified and applied per transaction. */
-const APPLY_CHUNK = 5000;
+/** Leaves proved, verified and applied together (one transaction); two segments are in memory at most. */
+const SEGMENT = 5000;
 const MAX_BACKOFF_MS = 30_000;
 /** Signatures per verification batch sent to the signature pool, and batches in flight at most. */
 const VERIFY_BATCH = 2000;
 const MAX_VERIFYING = 4;
 /** A round applying more leaves than this is a catch-up (see onApplied). */
 const CATCH_UP = 10_000;
+/** Hashes in a consistency proof of trees below 2^64 leaves, at most. */
+const MAX_PROOF = 128;
 
 /** A signature check of entry `index`, by the builder `name`. */
 type Job = SignatureJob & { index: number; name: string };
+
+/** Leaves [from, end) of the primary, decoded, checked and hashed, in memory until applied. */
+interface Segment {
+  from: number;
+  end: number;
+  leaves: Array<{ bytes: Buffer; leaf: LogLeaf }>;
+  /** The Merkle nodes its leaves complete, as the local log stores them. */
+  nodes: StoredNode[];
+  /** The signature batches to settle before it is applied: every one sent up to its end. */
+  batches: number;
+}
+
+/** What one round carries from segment to segment. */
+interface Round {
+  checkpoint: Checkpoint;
+  /** The local tree extended by every leaf fetched so far. */
+  frontier: TreeFrontier;
+  /** The registry and policies the leaves so far state. */
+  state: LogState;
+  /**
+   * Attestations under a name not bound yet, by name: a ledger upgraded from before registry leaves
+   * logs its registry after its attestations. Until they are bound, what follows them is staged in
+   * the database (mirror_staging) rather than held in memory, and applied once they are.
+   */
+  unbound: Map<string, number[]>;
+  signatures: PendingSignatures;
+}
+
+/**
+ * The signature checks of a round, verified in batches by the signature pool while this thread goes
+ * on. Batches are settled in the order they were sent, so a bad signature stops the round at the
+ * segment that holds it, after every segment before it was applied.
+ */
+class PendingSignatures {
+  private queued: Job[] = [];
+  /** Each batch sent and not settled yet, oldest first: the first of its jobs that failed, if any. */
+  private readonly unsettled: Array<Promise<Job | undefined>> = [];
+  /** Batches sent so far, and settled (found valid) so far. */
+  sent = 0;
+  private settled = 0;
+
+  constructor(private readonly pool: SignaturePool) {}
+
+  add(job: Job): void {
+    this.queued.push(job);
+    if (this.queued.length >= VERIFY_BATCH) this.send();
+  }
+
+  send(): void {
+    const batch = this.queued.splice(0);
+    if (batch.length === 0) return;
+    this.unsettled.push(this.pool.verify(batch).then((valid) => batch.find((_, i) => !valid[i])));
+    this.sent++;
+  }
+
+  /** Waits while more than MAX_VERIFYING batches are verifying: this thread must not race ahead of the pool. */
+  async throttle(): Promise<void> {
+    const oldest = this.unsettled.length - 1 - MAX_VERIFYING;
+    if (oldest >= 0) await this.unsettled[oldest];
+  }
+
+  /** Waits until the first `batches` sent have verified; a signature that does not is the primary's fault. */
+  async settle(batches: number): Promise<void> {
+    while (this.settled < batches) {
+      const bad = await this.unsettled.shift()!;
+      this.settled++;
+      if (bad) throw new VerificationError('signature', 'bad-signature', `entry ${bad.index}: the signature by ${bad.name} does not verify under the key the log bound that name to`);
+    }
+  }
+
+  /** A round that failed: the answers of batches still unsettled no longer matter. */
+  abandon(): void {
+    for (const p of this.unsettled) p.catch(() => undefined);
+  }
+}
 
 /** The evidence kinds of mirror_evidence: a leaf that fails any check is a bad leaf. */
 type EvidenceKind = 'fork' | 'rollback' | 'root-mismatch' | 'bad-leaf';
@@ -44,8 +123,14 @@ const PARTIES = { offeredBy: 'the primary', verifier: 'this mirror' };
 
 export interface MirrorStatus {
   primary: string;
-  /** The size of the last checkpoint verified and applied: everything served is within it. */
+  /** The size of the last checkpoint verified and applied in full. */
   verifiedSize: number;
+  /**
+   * Leaves applied and served, each proved (replayed up to a verified checkpoint, or with the
+   * primary's consistency proof) to be in the newest checkpoint verified: ahead of verifiedSize
+   * while a catch-up is under way, or after one stopped part way.
+   */
+  appliedSize: number;
   /** The size the primary's newest checkpoint claims. */
   primarySize: number | null;
   lastVerifiedAt: string | null;
@@ -68,20 +153,22 @@ export interface MirrorEvidence {
 /**
  * A mirror: follows another ledger (the primary), verifying everything before it serves it, with
  * the primary's server, database and blob store all assumed hostile. The checks are the ones of
- * src/verification/, shared with the client; a mirror holds every leaf, so it proves inclusion and
- * consistency by replaying them rather than with proofs:
+ * src/verification/, shared with the client; a mirror holds every leaf, so it proves inclusion by
+ * replaying them:
  *  1. each checkpoint verifies under the pinned log key, with the witness policy's cosignatures
  *     (verifyCheckpoint: a log showing this mirror a history the witnesses did not see is refused);
  *  2. it extends the last one verified: a smaller tree is a rollback, the same size with another
  *     root a fork (compareWithVerified);
- *  3. the new leaves, fetched in bounded pages into a staging table, decode (decodeVerifiedLeaf),
+ *  3. the new leaves, fetched in bounded pages a segment at a time, decode (decodeVerifiedLeaf),
  *     and every registry and policy leaf keeps the identity rule (LogState, the primary's own replay);
- *  4. every attestation's signature verifies under the key its name is bound to in the log (signatureJob);
- *  5. the local tree extended by them hashes to the checkpoint's root: the primary's pages cannot
- *     slip in, drop or reorder a leaf, and what was verified before cannot change;
- *  6. only then are they applied, with the primary's code (projection, decisions), and served.
- * On any inconsistency it stops advancing, keeps serving what it verified, records both checkpoints
- * as evidence and reports it; it resumes once the primary offers a checkpoint that does follow.
+ *  4. every attestation's signature verifies under the key its name is bound to in the log (leafSignatureJob);
+ *  5. the local tree extended by a segment hashes to the checkpoint's root, or to a tree the
+ *     primary proves (consistency proof) the checkpoint's tree extends: its pages cannot slip in,
+ *     drop or reorder a leaf, and what was verified before cannot change;
+ *  6. only then is the segment applied, with the primary's code (projection, decisions), and served.
+ * A catch-up thus serves its verified part at once and, stopped, resumes where it stopped. On any
+ * inconsistency it stops advancing, keeps serving what it verified, records both checkpoints as
+ * evidence and reports it; it resumes once the primary offers a checkpoint that does follow.
  */
 export class Follower {
   private readonly primary: string;
@@ -95,6 +182,13 @@ export class Follower {
   private readonly stage: Statement<[number, Buffer]>;
   private readonly appliedListeners: Array<(outPaths: Set<string>, catchingUp: boolean) => void> = [];
   private readonly staged: Statement<[number, number], { leaf_index: number; leaf: Buffer }>;
+  private readonly insert: Statement<unknown[]>;
+  private readonly insertConflict: Statement<unknown[]>;
+  private readonly insertOperator: Statement<[number, string]>;
+  private readonly insertUncounted: Statement<[string, Buffer, number]>;
+  private readonly votesOf: VotesOf;
+  /** Each name's key object, for the key the log binds it to (see keyOf). */
+  private readonly keys = new Map<string, PublicKey>();
 
   constructor(
     private readonly service: Service,
@@ -110,8 +204,16 @@ export class Follower {
     this.cosignatures = new CosignatureStore(service.db);
     this.stage = service.db.prepare('INSERT OR REPLACE INTO mirror_staging (leaf_index, leaf) VALUES (?, ?)');
     this.staged = service.db.prepare('SELECT leaf_index, leaf FROM mirror_staging WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index');
+    this.insert = service.db.prepare(
+      `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.insertConflict = service.db.prepare('INSERT OR IGNORE INTO conflicts (builder_id, out_path, first_leaf, second_leaf, detected_at) VALUES (?, ?, ?, ?, ?)');
+    this.insertOperator = service.db.prepare('INSERT INTO operator_leaves (leaf_index, leaf) VALUES (?, ?)');
+    this.insertUncounted = service.db.prepare('INSERT INTO builders (name, public_key, added_at) VALUES (?, ?, ?)');
+    this.votesOf = pathVotes(service.db, service.registry);
     const latest = service.checkpoints.latest();
-    this.status = { primary: this.primary, verifiedSize: latest?.size ?? 0, primarySize: null, lastVerifiedAt: latest ? new Date(latest.createdAt).toISOString() : null, degraded: this.lastEvidence(), unreachable: null };
+    this.status = { primary: this.primary, verifiedSize: latest?.size ?? 0, appliedSize: service.log.size(), primarySize: null, lastVerifiedAt: latest ? new Date(latest.createdAt).toISOString() : null, degraded: this.lastEvidence(), unreachable: null };
   }
 
   start(): void {
@@ -185,75 +287,107 @@ export class Follower {
       this.storeCheckpoint(note, checkpoint, cosignatures);
       return;
     }
-    // 3-5. Fetch, check and hash the new leaves into the staging table, then compare roots.
-    const frontier = TreeFrontier.of(local, log);
-    // The registry and policies the local log states (verified when applied): where the checks start.
-    const state = operatorState(this.service.db);
-    const unbound = new Map<string, number[]>();
-    const jobs: Job[] = [];
-    // Verification runs in the signature pool while this thread fetches, decodes and hashes the
-    // next pages; a few batches at most are in flight.
-    const inFlight: Array<Promise<Job | undefined>> = [];
-    const keys = new Map<string, PublicKey>();
-    const keyOf = (name: string) => {
-      const raw = state.byName(name)!.publicKey;
-      const id = `${name}:${raw.toString('base64')}`;
-      return keys.get(id) ?? keys.set(id, publicKeyFromRaw(name, raw)).get(id)!;
+    // 3-6, a segment at a time: fetched, checked and hashed while the signature pool verifies the
+    // one before, which is then applied.
+    const round: Round = {
+      checkpoint,
+      frontier: TreeFrontier.of(local, log),
+      // The registry and policies the local log states (verified when applied): where the checks start.
+      state: operatorState(this.service.db),
+      unbound: new Map(),
+      signatures: new PendingSignatures(this.service.signatures),
     };
-    const job = (index: number, a: Attestation): Job => ({ ...signatureJob(a, keyOf(a.builder)), index, name: a.builder });
-    const verifyJobs = () => {
-      const batch = jobs.splice(0);
-      if (batch.length === 0) return;
-      inFlight.push(this.service.signatures.verify(batch).then((valid) => batch.find((_, i) => !valid[i])));
-    };
-    const settle = async (keep: number) => {
-      while (inFlight.length > keep) {
-        const bad = await inFlight.shift()!;
-        if (bad) throw new VerificationError('signature', 'bad-signature', `entry ${bad.index}: the signature by ${bad.name} does not verify under the key the log bound that name to`);
-      }
-    };
+    const catchingUp = checkpoint.size - local > CATCH_UP;
+    // Leaves staged by a round that was cut short (a crash) are fetched again.
+    this.service.db.prepare('DELETE FROM mirror_staging').run();
+    let ready: Segment | undefined;
+    // The first leaf of the staged range that waits for a name to be bound (see Round.unbound).
+    let held: number | undefined;
     try {
       for (let start = local; start < checkpoint.size; ) {
-        const end = Math.min(checkpoint.size, start + PAGE);
-        const { entries } = (await this.get(`api/v1/log/entries?start=${start}&end=${end}`)) as { entries: Array<{ index: number; leaf: string }> };
-        if (!Array.isArray(entries) || entries.length === 0 || entries.length > end - start) throw new QuorumError('bad-response', `the primary answered ${Array.isArray(entries) ? entries.length : 'no'} entries for [${start}, ${end})`);
-        const leaves = entries.map((e, i) => {
-          if (e.index !== start + i || typeof e.leaf !== 'string') throw new QuorumError('bad-response', `the primary's entry ${start + i} is labelled ${e.index}`);
-          return Buffer.from(e.leaf, 'base64');
-        });
-        commitUnsynced(this.service.db, () => leaves.forEach((leaf, i) => this.stage.run(start + i, leaf)));
-        for (const [i, bytes] of leaves.entries()) {
-          const index = start + i;
-          const leaf = decodeVerifiedLeaf(index, bytes);
-          this.check(state, index, leaf, unbound, jobs, job);
-          frontier.push(leafHash(bytes));
+        const segment = await this.fetchSegment(start, round);
+        await this.prove(segment, round);
+        if (ready) {
+          await round.signatures.settle(ready.batches);
+          this.apply(ready.from, ready.leaves, ready.nodes, catchingUp);
+          ready = undefined;
         }
-        if (jobs.length >= VERIFY_BATCH) verifyJobs();
-        await settle(MAX_VERIFYING);
-        start += leaves.length;
-        this.metrics.fetchedLeaves.inc(leaves.length);
+        if (held === undefined && round.unbound.size === 0) ready = segment;
+        else {
+          commitUnsynced(this.service.db, () => segment.leaves.forEach((l, i) => this.stage.run(segment.from + i, l.bytes)));
+          held ??= segment.from;
+          if (round.unbound.size === 0) {
+            await round.signatures.settle(round.signatures.sent);
+            await this.applyStaged(held, segment.end, round.state, catchingUp);
+            held = undefined;
+          }
+        }
+        start = segment.end;
       }
-      verifyJobs();
-      await settle(0);
+      if (ready) {
+        await round.signatures.settle(ready.batches);
+        this.apply(ready.from, ready.leaves, ready.nodes, catchingUp);
+      }
     } finally {
-      // A batch still in flight when this round failed: its answer no longer matters.
-      for (const p of inFlight) p.catch(() => undefined);
+      round.signatures.abandon();
+      if (held !== undefined) this.service.db.prepare('DELETE FROM mirror_staging').run();
     }
-    const never = [...unbound].find(([name]) => !state.byName(name));
-    if (never) throw new VerificationError('signature', 'bad-leaf', `entries ${never[1].slice(0, 5).join(', ')}: signed as ${never[0]}, a name the log never registers`);
-    if (!frontier.root().equals(checkpoint.rootHash)) throw new VerificationError('inclusion', 'root-mismatch', `the primary's entries ${local} to ${checkpoint.size - 1} do not hash to its checkpoint's root: it served other leaves than it signed`);
-    // 6. Apply, a chunk per transaction: everything applied now is verified.
-    for (let start = local; start < checkpoint.size; start += APPLY_CHUNK) {
-      this.apply(start, Math.min(checkpoint.size, start + APPLY_CHUNK), checkpoint.size - local > CATCH_UP);
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    this.service.db.prepare('DELETE FROM mirror_staging').run();
+    const [name, indices] = [...round.unbound][0] ?? [];
+    if (name) throw new VerificationError('signature', 'bad-leaf', `entries ${indices!.slice(0, 5).join(', ')}: signed as ${name}, a name the log never registers`);
     this.storeCheckpoint(note, checkpoint, cosignatures);
     this.logger.info('mirror verified and applied', { from: local, to: checkpoint.size });
   }
 
+  /** 3-4 for the leaves [start, start + SEGMENT) of the round's checkpoint, a bounded page at a time. */
+  private async fetchSegment(start: number, round: Round): Promise<Segment> {
+    const end = Math.min(round.checkpoint.size, start + SEGMENT);
+    const segment: Segment = { from: start, end: start, leaves: [], nodes: [], batches: 0 };
+    while (segment.end < end) {
+      const from = segment.end;
+      const to = Math.min(end, from + PAGE);
+      const { entries } = (await this.get(`api/v1/log/entries?start=${from}&end=${to}`)) as { entries: Array<{ index: number; leaf: string }> };
+      if (!Array.isArray(entries) || entries.length === 0 || entries.length > to - from) throw new QuorumError('bad-response', `the primary answered ${Array.isArray(entries) ? entries.length : 'no'} entries for [${from}, ${to})`);
+      for (const [i, e] of entries.entries()) {
+        const index = from + i;
+        if (e.index !== index || typeof e.leaf !== 'string') throw new QuorumError('bad-response', `the primary's entry ${index} is labelled ${e.index}`);
+        const bytes = Buffer.from(e.leaf, 'base64');
+        const leaf = decodeVerifiedLeaf(index, bytes);
+        segment.leaves.push({ bytes, leaf });
+        this.check(round, index, bytes, leaf, segment);
+        round.frontier.push(leafHash(bytes), segment.nodes);
+      }
+      segment.end += entries.length;
+      this.metrics.fetchedLeaves.inc(entries.length);
+      await round.signatures.throttle();
+    }
+    round.signatures.send();
+    segment.batches = round.signatures.sent;
+    return segment;
+  }
+
+  /**
+   * 5 for a segment: the local tree extended by it is the checkpoint's tree, or a tree the
+   * checkpoint's tree extends (the primary's consistency proof). Either way the primary's pages
+   * cannot slip in, drop or reorder a leaf, and what was verified before cannot change.
+   */
+  private async prove(segment: Segment, { frontier, checkpoint }: Round): Promise<void> {
+    const mismatch = (why: string) => new VerificationError('inclusion', 'root-mismatch', `the primary's entries up to ${segment.end - 1} ${why}: it served other leaves than it signed`);
+    if (segment.end === checkpoint.size) {
+      if (!frontier.root().equals(checkpoint.rootHash)) throw mismatch("do not hash to its checkpoint's root");
+      return;
+    }
+    const { hashes } = (await this.get(`api/v1/log/proof/consistency?first=${segment.end}&second=${checkpoint.size}`)) as { hashes: unknown };
+    if (!Array.isArray(hashes) || hashes.length > MAX_PROOF || !hashes.every((h) => typeof h === 'string')) throw new QuorumError('bad-response', `the primary answered no consistency proof from ${segment.end} to ${checkpoint.size}`);
+    try {
+      verifyConsistency(segment.end, checkpoint.size, hashes.map((h: string) => Buffer.from(h, 'base64')), frontier.root(), checkpoint.rootHash);
+    } catch (error) {
+      throw mismatch(`are not a tree its checkpoint's tree extends (${(error as Error).message})`);
+    }
+  }
+
   /** 3-4 for one leaf: the identity rule for registry leaves, a signature job for attestations. */
-  private check(state: LogState, index: number, leaf: LogLeaf, unbound: Map<string, number[]>, jobs: Job[], job: (index: number, a: Attestation) => Job): void {
+  private check({ state, unbound, signatures }: Round, index: number, bytes: Buffer, leaf: LogLeaf, segment: Segment): void {
+    const job = (i: number, bytes: Buffer, a: Attestation): Job => ({ ...leafSignatureJob(bytes, a, this.keyOf(state, a.builder)), index: i, name: a.builder });
     try {
       if (leaf.kind === 'builder') {
         state.applyRegistry(index, leaf.entry);
@@ -262,14 +396,15 @@ export class Follower {
         if (waiting) {
           unbound.delete(leaf.entry.name);
           for (const i of waiting) {
-            jobs.push(job(i, (decodeLeaf(this.staged.get(i, i + 1)!.leaf) as Extract<LogLeaf, { kind: 'attestation' }>).attestation));
+            const bytes = i >= segment.from ? segment.leaves[i - segment.from]!.bytes : this.staged.get(i, i + 1)!.leaf;
+            signatures.add(job(i, bytes, (decodeLeaf(bytes) as Extract<LogLeaf, { kind: 'attestation' }>).attestation));
           }
         }
       } else if (leaf.kind === 'policy') state.applyPolicy(index, leaf.entry);
       else {
         const a = leaf.attestation;
         if (!state.byName(a.builder)) (unbound.get(a.builder) ?? unbound.set(a.builder, []).get(a.builder)!).push(index);
-        else jobs.push(job(index, a));
+        else signatures.add(job(index, bytes, a));
       }
     } catch (error) {
       if (error instanceof QuorumError && error.code === 'not-derivable') throw new VerificationError('leaf', 'not-derivable', error.message);
@@ -277,53 +412,88 @@ export class Follower {
     }
   }
 
-  /** Moves the verified leaves [from, to) from staging into the tables the primary's code keeps, in one transaction. */
-  private apply(from: number, to: number, catchingUp: boolean): void {
+  /** The key the log binds `name` to now, as a key object made once per binding. */
+  private keyOf(state: LogState, name: string): PublicKey {
+    const raw = state.byName(name)!.publicKey;
+    const made = this.keys.get(name);
+    if (made?.raw.equals(raw)) return made;
+    const key = publicKeyFromRaw(name, raw);
+    this.keys.set(name, key);
+    return key;
+  }
+
+  /**
+   * Applies the staged leaves [from, to), a chunk per transaction (the rare path: see Round.unbound).
+   * Names bound only by registry leaves later in the range first get a builders row that does not
+   * count (no added_leaf), as an upgraded ledger had them before its registry leaves, so the chunks
+   * before those leaves can hold their attestations; the chunk holding them states the rows
+   * (rebuildProjection), and its decisions are recomputed whole.
+   */
+  private async applyStaged(from: number, to: number, state: LogState, catchingUp: boolean): Promise<void> {
+    const { db, registry, version } = this.service;
+    const unlisted = state.builders().filter((b) => !registry.get(b.name));
+    db.transaction(() => {
+      for (const b of unlisted) this.insertUncounted.run(b.name, b.publicKey, b.addedAt);
+      version.touch();
+    })();
+    for (let start = from; start < to; start += SEGMENT) {
+      const rows = this.staged.all(start, Math.min(to, start + SEGMENT));
+      this.apply(start, rows.map((r) => ({ bytes: r.leaf, leaf: decodeLeaf(r.leaf) })), undefined, catchingUp);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    this.service.db.prepare('DELETE FROM mirror_staging').run();
+  }
+
+  /**
+   * Step 6: appends the verified leaves at `from` (with their Merkle nodes, when known) to the tables
+   * the primary's code keeps, in one transaction, and re-decides their paths with the primary's code.
+   */
+  private apply(from: number, leaves: ReadonlyArray<{ bytes: Buffer; leaf: LogLeaf }>, nodes: StoredNode[] | undefined, catchingUp: boolean): void {
     const { db, log, registry, decisions, version } = this.service;
-    const rows = this.staged.all(from, to);
     const applied = db.transaction(() => {
-      log.append(from, rows.map((r) => r.leaf));
-      const decoded = rows.map((r) => ({ index: r.leaf_index, leaf: decodeLeaf(r.leaf) }));
-      const operator = decoded.filter((d) => d.leaf.kind !== 'attestation');
-      const insertOperator = db.prepare('INSERT INTO operator_leaves (leaf_index, leaf) VALUES (?, ?)');
-      for (const d of operator) insertOperator.run(d.index, rows[d.index - from]!.leaf.toString('utf8'));
-      if (operator.length > 0) {
+      if (nodes) log.appendNodes(nodes);
+      else log.append(from, leaves.map((l) => l.bytes));
+      let operator = false;
+      for (const [i, { bytes, leaf }] of leaves.entries()) {
+        if (leaf.kind === 'attestation') continue;
+        this.insertOperator.run(from + i, bytes.toString('utf8'));
+        operator = true;
+      }
+      if (operator) {
         rebuildProjection(db, log);
         version.touch();
       }
-      const insert = db.prepare(
-        `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      );
-      const insertConflict = db.prepare('INSERT OR IGNORE INTO conflicts (builder_id, out_path, first_leaf, second_leaf, detected_at) VALUES (?, ?, ?, ?, ?)');
-      const votesBy = db.prepare<[string, number], [number, string, number, string]>(
-        'SELECT leaf_index, nar_hash, nar_size, refs FROM attestations WHERE out_path = ? AND builder_id = ?',
-      ).raw();
       const now = Date.now();
-      const paths = new Set<string>();
-      for (const { index, leaf } of decoded) {
+      // Each path's attestations are read once per chunk; the chunk's own join them as they are added (as ingest does).
+      const votes = new Map<string, PathVote[]>();
+      for (const [i, { leaf }] of leaves.entries()) {
         if (leaf.kind !== 'attestation') continue;
+        const index = from + i;
         const a = leaf.attestation;
-        const builder = registry.get(a.builder)!;
+        const builderId = registry.get(a.builder)!.id;
         const refs = a.references.join(',');
+        let pathVotes = votes.get(a.outPath);
+        if (!pathVotes) votes.set(a.outPath, (pathVotes = [...this.votesOf(a.outPath)]));
+        this.insert.run(index, builderId, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, refs, a.signature, a.narinfoSignature, now);
+        const vote: PathVote = { leafIndex: index, builderId, builder: a.builder, key: voterKey(registry, builderId), drvPath: a.drvPath, outputName: a.outputName, narHash: a.narHash, narSize: a.narSize, refs, narinfoSignature: a.narinfoSignature };
         // The monitor's part: an equivocation is reported as it replicates (and kept, as the primary keeps it).
-        const content = contentKey({ narHash: a.narHash, narSize: a.narSize, refs });
-        const earlier = votesBy.all(a.outPath, builder.id);
-        insert.run(index, builder.id, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, refs, a.signature, a.narinfoSignature, now);
-        for (const [first, narHash, narSize, otherRefs] of earlier) {
-          if (contentKey({ narHash, narSize, refs: otherRefs }) === content) continue;
-          insertConflict.run(builder.id, a.outPath, first, index, now);
+        const content = contentKey(vote);
+        for (const earlier of pathVotes) {
+          if (earlier.builderId !== builderId || contentKey(earlier) === content) continue;
+          this.insertConflict.run(builderId, a.outPath, earlier.leafIndex, index, now);
           this.metrics.equivocations.inc();
-          this.logger.warn('equivocation replicated: a key signed two contents for one path', { builder: a.builder, outPath: a.outPath, leaves: [first, index] });
+          this.logger.warn('equivocation replicated: a key signed two contents for one path', { builder: a.builder, outPath: a.outPath, leaves: [earlier.leafIndex, index] });
         }
-        paths.add(a.outPath);
+        pathVotes.push(vote);
       }
+      const paths = new Set(votes.keys());
       // The primary's own rule over the new state: a registry or policy change can move any path.
-      if (operator.length > 0) decisions.recomputeAll();
-      else decisions.recompute(paths);
+      if (operator) decisions.recomputeAll();
+      else decisions.recompute(paths, { votesOf: (outPath) => votes.get(outPath) ?? this.votesOf(outPath), appendedFrom: from });
       return paths;
     })();
-    this.metrics.appliedLeaves.inc(rows.length);
+    this.metrics.appliedLeaves.inc(leaves.length);
+    this.status.appliedSize = from + leaves.length;
     for (const l of this.appliedListeners) l(applied, catchingUp);
   }
 

@@ -19,6 +19,15 @@ export function signatureJob(attestation: Attestation, key: PublicKey): Signatur
   return { key, message: Buffer.from(statementText(attestation)), signature: attestation.signature };
 }
 
+/**
+ * signatureJob for an attestation decoded from the log leaf `leaf`: its statement is the leaf's
+ * first line byte for byte (decodeLeaf refuses a leaf that is not the canonical encoding), so the
+ * bytes the log holds are the ones checked, without spelling them out again.
+ */
+export function leafSignatureJob(leaf: Buffer, attestation: Attestation, key: PublicKey): SignatureJob {
+  return { key, message: leaf.subarray(0, leaf.indexOf(0x0a)), signature: attestation.signature };
+}
+
 export function signatureValid(job: SignatureJob): boolean {
   return verifyRaw(job.key, job.message, job.signature);
 }

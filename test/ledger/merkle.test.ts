@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { QuorumError } from '../../src/errors.js';
+import { TreeFrontier } from '../../src/ledger/frontier.js';
 import {
   EMPTY_ROOT,
   MemoryNodeStore,
@@ -14,6 +15,7 @@ import {
   verifyConsistency,
   verifyInclusion,
   type NodeReader,
+  type StoredNode,
 } from '../../src/ledger/merkle.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -371,6 +373,22 @@ describe('trees up to 10,007 leaves against the RFC 9162 recursive definitions',
         }
       }),
       { numRuns: 40, seed: 1 },
+    );
+  });
+
+  it('a frontier started on a stored tree yields its root and exactly the nodes the store would append', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 4000 }), fc.integer({ min: 1, max: 3000 }), (start, count) => {
+        const frontier = TreeFrontier.of(start, store);
+        const created: StoredNode[] = [];
+        for (let i = start; i < start + count; i++) frontier.push(leafHashes[i]!, created);
+        expect(frontier.root().equals(mth(0, start + count))).toBe(true);
+        const prefix = buildStore(leafHashes.slice(0, start), start > 0 ? [start] : []);
+        const appended = appendLeaves(start, leafHashes.slice(start, start + count), prefix);
+        const key = (n: StoredNode) => `${n.level}/${n.index}/${n.hash.toString('hex')}`;
+        expect(created.map(key).sort()).toEqual(appended.map(key).sort());
+      }),
+      { numRuns: 40, seed: 6962 },
     );
   });
 

@@ -15,7 +15,9 @@ import { dumpNar } from '../../src/nix/nar/index.js';
 import { parseNarInfo } from '../../src/nix/narinfo.js';
 import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
+import { hostileProxy } from '../helpers/hostileProxy.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
+import { ledger202611, appendAttestations202611 } from '../helpers/ledger202611.js';
 import { tempDir } from '../helpers/nix.js';
 import { servedQuorum } from '../helpers/replay.js';
 import { freePort } from '../helpers/server.js';
@@ -174,19 +176,25 @@ describe('a mirror', () => {
     await expectResumed();
   }, 60_000);
 
+  /** `count` attestations by alice, each of a path of its own, submitted to the primary. */
+  async function bulk(count: number, label: string): Promise<void> {
+    const many = Array.from({ length: count }, (_, i) => parseAttestation(signedAttestation(alice, { outPath: randomStorePath(`${label}-${i}`), narHash: randomNarHash() })));
+    for (let i = 0; i < many.length; i += 2000) expect((await primary.service.ingestor.submit(many.slice(i, i + 2000))).every((r) => r.status === 'accepted')).toBe(true);
+  }
+  const attestationsFrom = (server: RunningServer, index: number) => server.service.db.prepare('SELECT COUNT(*) FROM attestations WHERE leaf_index >= ?').pluck().get(index) as number;
+  /** A rewritePrimary edit: the signature of entry `index` forged, one flipped bit. */
+  const forgeSignature = (index: number) => (db: Database.Database) => {
+    const signature = db.prepare('SELECT signature FROM attestations WHERE leaf_index = ?').pluck().get(index) as Buffer;
+    signature[10]! ^= 1;
+    db.prepare('UPDATE attestations SET signature = ? WHERE leaf_index = ?').run(signature, index);
+  };
+
   it('refuses a range holding a leaf whose signature does not verify, among thousands that do; serves nothing of it', async () => {
     const size = primary.service.log.size();
     const before = decisions(mirror);
     // More than one verification batch, so the bad one is found among batches verified concurrently.
-    const many = Array.from({ length: 4500 }, (_, i) => parseAttestation(signedAttestation(alice, { outPath: randomStorePath(`bulk-${i}`), narHash: randomNarHash() })));
-    expect((await primary.service.ingestor.submit(many)).every((r) => r.status === 'accepted')).toBe(true);
-    const restore = await rewritePrimary((db) => {
-      // A signature of the new range, forged: one flipped byte.
-      const index = size + 3333;
-      const signature = db.prepare('SELECT signature FROM attestations WHERE leaf_index = ?').pluck().get(index) as Buffer;
-      signature[10]! ^= 1;
-      db.prepare('UPDATE attestations SET signature = ? WHERE leaf_index = ?').run(signature, index);
-    });
+    await bulk(4500, 'bulk');
+    const restore = await rewritePrimary(forgeSignature(size + 3333));
     await mirror.follower!.sync();
     const status = mirror.follower!.current();
     expect(status.verifiedSize).toBe(size);
@@ -195,6 +203,92 @@ describe('a mirror', () => {
     expect(decisions(mirror)).toEqual(before);
     await restore();
     await expectResumed();
+  }, 120_000);
+
+  it('applies a catch-up a segment at a time: stopped by a bad leaf part way, it serves the segments verified before it and resumes from there', async () => {
+    const size = primary.service.log.size();
+    // Three segments of 5,000 leaves; the forged signature is in the third.
+    await bulk(12_000, 'segments');
+    const restore = await rewritePrimary(forgeSignature(size + 11_000));
+    await mirror.follower!.sync();
+    const status = mirror.follower!.current();
+    expect(status.degraded).toMatch(new RegExp(`entry ${size + 11_000}: the signature by alice-1 does not verify`));
+    // The two segments before it were proved in the primary's checkpoint (consistency proofs) and verified: served.
+    expect(status).toMatchObject({ verifiedSize: size, appliedSize: size + 10_000 });
+    expect(mirror.service.log.size()).toBe(size + 10_000);
+    expect(attestationsFrom(mirror, size)).toBe(10_000);
+    expect(mirror.service.log.root(size + 10_000)).toEqual(primary.service.log.root(size + 10_000));
+    expect(await (await fetch(`${mirror.url}/api/v1/mirror`)).json()).toMatchObject({ verifiedSize: size, appliedSize: size + 10_000 });
+    expect(await (await fetch(`${mirror.url}/transparency-log`)).text()).toMatch(/applied so far towards the primary's newest checkpoint/);
+    await restore();
+    await expectResumed();
+    expect(attestationsFrom(mirror, size)).toBe(attestationsFrom(primary, size));
+  }, 120_000);
+
+  it('refuses leaves the primary cannot prove are in its checkpoint: a consistency proof that does not lead to the checkpoint\'s root', async () => {
+    // A primary whose pages are honest but whose consistency proofs are not: a new mirror behind it, from empty.
+    const proxy = await hostileProxy(primary.url, (path, body) => {
+      if (path !== '/api/v1/log/proof/consistency') return undefined;
+      const proof = JSON.parse(body.toString()) as { hashes: string[] };
+      const first = Buffer.from(proof.hashes[0]!, 'base64');
+      first[0]! ^= 1;
+      return { body: JSON.stringify({ ...proof, hashes: [first.toString('base64'), ...proof.hashes.slice(1)] }) };
+    });
+    const behind = await startServer(testConfig(fresh('mirror-behind-proxy'), follow(primary, { url: proxy.url })));
+    try {
+      expect(primary.service.log.size()).toBeGreaterThan(5000);
+      await behind.follower!.sync();
+      expect(behind.follower!.current()).toMatchObject({ verifiedSize: 0, appliedSize: 0, degraded: expect.stringMatching(/entries up to 4999 are not a tree its checkpoint's tree extends/) });
+      expect(behind.service.db.prepare('SELECT kind FROM mirror_evidence').pluck().all()).toEqual(['root-mismatch']);
+      expect(behind.service.log.size()).toBe(0);
+      proxy.rewrite = () => undefined;
+      await behind.follower!.sync();
+      expect(behind.follower!.current()).toMatchObject({ verifiedSize: primary.service.log.size(), appliedSize: primary.service.log.size(), degraded: null });
+      expect(decisions(behind)).toEqual(decisions(primary));
+    } finally {
+      await behind.close();
+      await proxy.close();
+    }
+  }, 120_000);
+});
+
+/** A new mirror of `primary` in `dir`, after its first round. */
+async function mirrorAfterOneRound(primary: RunningServer, dir: string): Promise<RunningServer> {
+  const mirror = await startServer(testConfig(dir, { logLevel: 'error', ...follow(primary) }));
+  await mirror.follower!.sync();
+  return mirror;
+}
+
+async function closeAndRemove(servers: Array<RunningServer | undefined>, dirs: string[]): Promise<void> {
+  for (const s of servers) await s?.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+}
+
+describe('a mirror of a ledger upgraded from before registry leaves', () => {
+  it('verifies attestations logged before the registry leaves that bind their names, over several segments, and ends with the primary\'s decisions', async () => {
+    const pdir = tempDir('upgraded-primary');
+    const mdir = tempDir('upgraded-mirror');
+    const [alice, bob] = ['alice-1', 'bob-1'].map(generateSecretKey) as [SecretKey, SecretKey];
+    const db = ledger202611(join(pdir, 'ledger.sqlite'));
+    db.prepare('INSERT INTO builders (name, public_key, added_at) VALUES (?, ?, 1), (?, ?, 2)').run(alice.name, alice.publicKey.raw, bob.name, bob.publicKey.raw);
+    db.exec("INSERT INTO policies (name, threshold, on_conflict, all_builders, updated_at) VALUES ('default', 2, 'block', 1, 100)");
+    // 12,000 attestations (more than two segments) before the registry leaves that the upgrade appends.
+    const paths = Array.from({ length: 6000 }, (_, i) => ({ outPath: randomStorePath(`old-${i}`), narHash: randomNarHash() }));
+    for (const [id, key] of [[1, alice], [2, bob]] as const) appendAttestations202611(db, id, paths.map((p) => parseAttestation({ ...signedAttestation(key, p), narinfoSignature: null })));
+    db.close();
+    const primary = await startServer(testConfig(pdir, { logLevel: 'error' }));
+    let mirror: RunningServer | undefined;
+    try {
+      primary.service.checkpoints.publish();
+      expect(primary.service.log.size()).toBe(12_003);
+      mirror = await mirrorAfterOneRound(primary, mdir);
+      expect(mirror.follower!.current()).toMatchObject({ verifiedSize: 12_003, appliedSize: 12_003, degraded: null });
+      expect(mirror.service.db.prepare('SELECT COUNT(*) FROM mirror_staging').pluck().get()).toBe(0);
+      expect(decisions(mirror)).toHaveLength(6000);
+      expect(decisions(mirror)).toEqual(decisions(primary));
+    } finally {
+      await closeAndRemove([mirror, primary], [pdir, mdir]);
+    }
   }, 120_000);
 });
 
@@ -230,15 +324,11 @@ describe('a mirror\'s decisions', () => {
             }
           }
           primary.service.checkpoints.publish();
-          mirror = await startServer(testConfig(mdir, { logLevel: 'error', ...follow(primary) }));
-          await mirror.follower!.sync();
+          mirror = await mirrorAfterOneRound(primary, mdir);
           expect(mirror.follower!.current().degraded).toBeNull();
           expect(decisions(mirror)).toEqual(decisions(primary));
         } finally {
-          await mirror?.close();
-          await primary.close();
-          rmSync(pdir, { recursive: true, force: true });
-          rmSync(mdir, { recursive: true, force: true });
+          await closeAndRemove([mirror, primary], [pdir, mdir]);
         }
       }),
       { numRuns: 25 },

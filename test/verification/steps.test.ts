@@ -10,7 +10,7 @@ import { compareWithVerified, verifyExtension } from '../../src/verification/con
 import { VerificationError } from '../../src/verification/errors.js';
 import { decodeVerifiedLeaf, verifyIncluded } from '../../src/verification/inclusion.js';
 import { revokedKeys } from '../../src/verification/revocations.js';
-import { signatureJob, signatureValid } from '../../src/verification/signature.js';
+import { leafSignatureJob, signatureJob, signatureValid } from '../../src/verification/signature.js';
 import { cosign, generateCosignerKey } from '../../src/witness/cosignature.js';
 import { randomNarHash, randomStorePath, signedAttestation } from '../helpers/ledger.js';
 
@@ -77,6 +77,12 @@ describe('the verification steps (src/verification/)', () => {
     expect(failing(() => verifyIncluded(t.leaves[5]!, { index: 13, hashes: [], checkpoint: '' }, checkpoint))).toMatchObject({ code: 'bad-proof' });
     expect(decodeVerifiedLeaf(5, t.leaves[5]!).kind).toBe('attestation');
     expect(failing(() => decodeVerifiedLeaf(5, Buffer.concat([t.leaves[5]!, Buffer.from(' ')])))).toMatchObject({ code: 'bad-leaf', step: 'leaf' });
+    // Bytes that are not UTF-8 (a lone continuation byte where a name's letter was): a reader
+    // decoding them leniently would see another text than the bytes the tree holds.
+    const name = t.leaves[5]!.indexOf(Buffer.from('\nbuilder-'));
+    const notUtf8 = Buffer.from(t.leaves[5]!);
+    notUtf8[name + 1] = 0x80;
+    expect(failing(() => decodeVerifiedLeaf(5, notUtf8))).toMatchObject({ code: 'bad-leaf', step: 'leaf' });
   });
 
   it('5. counts an attestation only under the key given for its name', () => {
@@ -84,6 +90,10 @@ describe('the verification steps (src/verification/)', () => {
     if (leaf.kind !== 'attestation') throw new Error('an attestation leaf');
     expect(signatureValid(signatureJob(leaf.attestation, builder.publicKey))).toBe(true);
     expect(signatureValid(signatureJob(leaf.attestation, generateSecretKey('builder-1').publicKey))).toBe(false);
+    // A replica checks the leaf's own first line: the statement the builder signed, byte for byte.
+    expect(leafSignatureJob(t.leaves[0]!, leaf.attestation, builder.publicKey).message).toEqual(signatureJob(leaf.attestation, builder.publicKey).message);
+    expect(signatureValid(leafSignatureJob(t.leaves[0]!, leaf.attestation, builder.publicKey))).toBe(true);
+    expect(signatureValid(leafSignatureJob(t.leaves[0]!, leaf.attestation, generateSecretKey('builder-1').publicKey))).toBe(false);
   });
 
   it('6. revocations only remove trust: the key the revoked name was bound to, or the pinned key of that name when no add leaf came', () => {

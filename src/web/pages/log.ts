@@ -56,9 +56,9 @@ With witnesses, also require that M of them cosigned the checkpoint it checks (i
 /** A mirror's state: it serves only what it verified, and shows why it stopped following, if it did. */
 function mirrorSection(m: NonNullable<LogData['mirror']>): Html {
   return html`<h2>Mirror</h2>
-<p>This server is a read-only mirror of <a href="${m.primary}">${m.primary}</a>. It verifies every checkpoint, leaf and signature of the primary's log before serving it, and serves nothing beyond the last checkpoint it verified.</p>
+<p>This server is a read-only mirror of <a href="${m.primary}">${m.primary}</a>. It verifies every checkpoint, leaf and signature of the primary's log before serving it, and serves no entry it has not proven to be in a checkpoint it verified.</p>
 <dl class="facts" data-mirror="${m.degraded ? 'degraded' : 'following'}">
-<dt>Verified</dt><dd>${int(m.verifiedSize)} entries${m.lastVerifiedAt ? html`, last at ${time(m.lastVerifiedAt)}` : ''}</dd>
+<dt>Verified</dt><dd>${int(m.verifiedSize)} entries${m.lastVerifiedAt ? html`, last at ${time(m.lastVerifiedAt)}` : ''}${m.appliedSize > m.verifiedSize ? html`; ${int(m.appliedSize)} applied so far towards the primary's newest checkpoint` : ''}</dd>
 <dt>Primary's checkpoint</dt><dd>${m.primarySize === null ? html`<span class="muted">not seen yet</span>` : html`${int(m.primarySize)} entries`}</dd>
 <dt>State</dt><dd>${m.degraded ? html`<strong>stopped following</strong>: ${m.degraded}` : m.unreachable ? html`cannot reach the primary: ${m.unreachable}` : 'following'}</dd>
 </dl>
