@@ -25,10 +25,12 @@ export const proofsResponse = z.object({
 export type ProofsResponse = z.output<typeof proofsResponse>;
 
 const consistencyResponse = z.object({ first: z.number(), second: z.number(), hashes: z.array(base64).max(128) });
+/** Entries as a page numbers them; a leaf's bytes are whatever its base64 decodes to, then checked against the tree. */
+const entriesResponse = z.object({ entries: z.array(z.object({ index: z.number(), leaf: z.string() })).max(1000) });
 
 /**
- * One ledger (a server or a mirror) as the client asks it: nothing it answers is trusted, only
- * parsed (here) and then verified (src/verification/). A ledger that is down, slow or malformed
+ * One ledger (a server or a mirror) as the client, or a mirror its primary, asks it: nothing it
+ * answers is trusted, only parsed (here) and then verified (src/verification/). A ledger that is down, slow or malformed
  * throws QuorumError 'unavailable' or 'bad-response', and the client asks the next one.
  */
 export class Ledger {
@@ -47,6 +49,11 @@ export class Ledger {
     const body = await this.json(`api/v1/log/proof/consistency?first=${first}&second=${second}`, consistencyResponse);
     if (body.first !== first || body.second !== second) throw new QuorumError('bad-response', `${this.url} answered a consistency proof from ${body.first} to ${body.second}, asked for ${first} to ${second}`);
     return body.hashes.map((h) => Buffer.from(h, 'base64'));
+  }
+
+  /** A page of the log's entries from `start`, below `end` (a ledger may answer fewer). */
+  async entries(start: number, end: number): Promise<Array<{ index: number; leaf: string }>> {
+    return (await this.json(`api/v1/log/entries?start=${start}&end=${end}`, entriesResponse)).entries;
   }
 
   checkpoint(cosigned: number): Promise<string> {

@@ -1,7 +1,7 @@
 import type { Statement } from 'better-sqlite3';
 import { commitUnsynced } from '../db.js';
 import { QuorumError } from '../errors.js';
-import { httpJson } from '../http/client.js';
+import { Ledger } from '../client/ledger.js';
 import { openNote, type Checkpoint, type NoteVerifierKey } from '../ledger/checkpoint.js';
 import { TreeFrontier } from '../ledger/frontier.js';
 import { decodeLeaf, type LogLeaf } from '../ledger/leaf.js';
@@ -26,7 +26,7 @@ import type { WitnessPolicy } from '../witness/verifyCosigned.js';
 
 /** Leaves asked for per request (the primary may answer fewer: its pages are bounded in bytes). */
 const PAGE = 1000;
-/** Leaves proved, verified and applied together (one transaction); two segments are in memory at most. */
+/** Leaves proved, verified and applied together (one transaction), in whole pages; two segments are in memory at most. */
 const SEGMENT = 5000;
 const MAX_BACKOFF_MS = 30_000;
 /** Signatures per verification batch sent to the signature pool, and batches in flight at most. */
@@ -34,8 +34,8 @@ const VERIFY_BATCH = 2000;
 const MAX_VERIFYING = 4;
 /** A round applying more leaves than this is a catch-up (see onApplied). */
 const CATCH_UP = 10_000;
-/** Hashes in a consistency proof of trees below 2^64 leaves, at most. */
-const MAX_PROOF = 128;
+/** Above the largest answer of the primary: a page holds at most 4 MiB of leaves, in base64 and JSON. */
+const MAX_ANSWER_BYTES = 16 << 20;
 
 /** A signature check of entry `index`, by the builder `name`. */
 type Job = SignatureJob & { index: number; name: string };
@@ -65,6 +65,8 @@ interface Round {
    */
   unbound: Map<string, number[]>;
   signatures: PendingSignatures;
+  /** The page asked for ahead (see page). */
+  ahead?: { at: number; answer: Promise<Array<{ index: number; leaf: string }>> };
 }
 
 /**
@@ -172,6 +174,7 @@ export interface MirrorEvidence {
  */
 export class Follower {
   private readonly primary: string;
+  private readonly ledger: Ledger;
   private readonly cosignatures: CosignatureStore;
   private readonly trust: LogTrust;
   private timer: NodeJS.Timeout | undefined;
@@ -200,6 +203,7 @@ export class Follower {
     private readonly logger: Logger,
   ) {
     this.primary = primary.endsWith('/') ? primary : `${primary}/`;
+    this.ledger = new Ledger(this.primary, MAX_ANSWER_BYTES);
     this.trust = { logKey, origin: service.origin, witnesses };
     this.cosignatures = new CosignatureStore(service.db);
     this.stage = service.db.prepare('INSERT OR REPLACE INTO mirror_staging (leaf_index, leaf) VALUES (?, ?)');
@@ -224,6 +228,7 @@ export class Follower {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running;
+    this.ledger.close();
   }
 
   /**
@@ -256,7 +261,7 @@ export class Follower {
   private async round(): Promise<void> {
     let note: string;
     try {
-      note = String(await this.get('api/v1/log/checkpoint'));
+      note = await this.ledger.checkpoint(0);
     } catch (error) {
       this.unreachable(error);
       return;
@@ -338,18 +343,17 @@ export class Follower {
     this.logger.info('mirror verified and applied', { from: local, to: checkpoint.size });
   }
 
-  /** 3-4 for the leaves [start, start + SEGMENT) of the round's checkpoint, a bounded page at a time. */
+  /** 3-4 for the leaves from `start` on, a bounded page at a time, until SEGMENT leaves or the checkpoint's size. */
   private async fetchSegment(start: number, round: Round): Promise<Segment> {
-    const end = Math.min(round.checkpoint.size, start + SEGMENT);
     const segment: Segment = { from: start, end: start, leaves: [], nodes: [], batches: 0 };
-    while (segment.end < end) {
+    while (segment.end < round.checkpoint.size && segment.leaves.length < SEGMENT) {
       const from = segment.end;
-      const to = Math.min(end, from + PAGE);
-      const { entries } = (await this.get(`api/v1/log/entries?start=${from}&end=${to}`)) as { entries: Array<{ index: number; leaf: string }> };
-      if (!Array.isArray(entries) || entries.length === 0 || entries.length > to - from) throw new QuorumError('bad-response', `the primary answered ${Array.isArray(entries) ? entries.length : 'no'} entries for [${from}, ${to})`);
+      const to = Math.min(round.checkpoint.size, from + PAGE);
+      const entries = await this.page(round, from);
+      if (entries.length === 0 || entries.length > to - from) throw new QuorumError('bad-response', `the primary answered ${entries.length} entries for [${from}, ${to})`);
       for (const [i, e] of entries.entries()) {
         const index = from + i;
-        if (e.index !== index || typeof e.leaf !== 'string') throw new QuorumError('bad-response', `the primary's entry ${index} is labelled ${e.index}`);
+        if (e.index !== index) throw new QuorumError('bad-response', `the primary's entry ${index} is labelled ${e.index}`);
         const bytes = Buffer.from(e.leaf, 'base64');
         const leaf = decodeVerifiedLeaf(index, bytes);
         segment.leaves.push({ bytes, leaf });
@@ -376,13 +380,29 @@ export class Follower {
       if (!frontier.root().equals(checkpoint.rootHash)) throw mismatch("do not hash to its checkpoint's root");
       return;
     }
-    const { hashes } = (await this.get(`api/v1/log/proof/consistency?first=${segment.end}&second=${checkpoint.size}`)) as { hashes: unknown };
-    if (!Array.isArray(hashes) || hashes.length > MAX_PROOF || !hashes.every((h) => typeof h === 'string')) throw new QuorumError('bad-response', `the primary answered no consistency proof from ${segment.end} to ${checkpoint.size}`);
+    const proof = await this.ledger.consistency(segment.end, checkpoint.size);
     try {
-      verifyConsistency(segment.end, checkpoint.size, hashes.map((h: string) => Buffer.from(h, 'base64')), frontier.root(), checkpoint.rootHash);
+      verifyConsistency(segment.end, checkpoint.size, proof, frontier.root(), checkpoint.rootHash);
     } catch (error) {
       throw mismatch(`are not a tree its checkpoint's tree extends (${(error as Error).message})`);
     }
+  }
+
+  /**
+   * The primary's page of entries from `from`, asked for one page ahead: the primary serves the
+   * next page while this thread checks (or applies) the one before. A page shorter than asked
+   * (pages are bounded in bytes) leaves the one asked ahead unused.
+   */
+  private page(round: Round, from: number): Promise<Array<{ index: number; leaf: string }>> {
+    const ask = (at: number) => {
+      const answer = this.ledger.entries(at, Math.min(round.checkpoint.size, at + PAGE));
+      // Heard here, thrown where it is awaited: an unused page's failure is no failure.
+      answer.catch(() => undefined);
+      return { at, answer };
+    };
+    const current = round.ahead?.at === from ? round.ahead : ask(from);
+    round.ahead = from + PAGE < round.checkpoint.size ? ask(from + PAGE) : undefined;
+    return current.answer;
   }
 
   /** 3-4 for one leaf: the identity rule for registry leaves, a signature job for attestations. */
@@ -537,9 +557,5 @@ export class Follower {
 
   private lastEvidence(): string | null {
     return (this.service.db.prepare('SELECT detail FROM mirror_evidence ORDER BY id DESC LIMIT 1').pluck().get() as string | undefined) ?? null;
-  }
-
-  private get(path: string): Promise<unknown> {
-    return httpJson(new URL(path, this.primary).href, { timeoutMs: 30_000 });
   }
 }
