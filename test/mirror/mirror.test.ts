@@ -250,6 +250,19 @@ describe('a mirror', () => {
       await proxy.close();
     }
   }, 120_000);
+
+  it('reads no more than 16 MiB of any answer of the primary: a larger one is its failure, retried, and nothing of it applied', async () => {
+    const proxy = await hostileProxy(primary.url, (path) => (path === '/api/v1/log/entries' ? { body: `{"entries":[${'"x",'.repeat(5 << 20)}"x"]}` } : undefined));
+    const behind = await startServer(testConfig(fresh('mirror-endless-primary'), follow(primary, { url: proxy.url })));
+    try {
+      await behind.follower!.sync();
+      expect(behind.follower!.current()).toMatchObject({ appliedSize: 0, degraded: null, unreachable: expect.stringMatching(/larger than 16777216 bytes/) });
+      expect(behind.service.log.size()).toBe(0);
+    } finally {
+      await behind.close();
+      await proxy.close();
+    }
+  }, 60_000);
 });
 
 /** A new mirror of `primary` in `dir`, after its first round. */
