@@ -452,10 +452,10 @@ export class Follower {
   private async applyStaged(from: number, to: number, state: LogState, catchingUp: boolean): Promise<void> {
     const { db, registry, version } = this.service;
     const unlisted = state.builders().filter((b) => !registry.get(b.name));
-    db.transaction(() => {
+    commitUnsynced(db, () => {
       for (const b of unlisted) this.insertUncounted.run(b.name, b.publicKey, b.addedAt);
       version.touch();
-    })();
+    });
     for (let start = from; start < to; start += SEGMENT) {
       const rows = this.staged.all(start, Math.min(to, start + SEGMENT));
       this.apply(start, rows.map((r) => ({ bytes: r.leaf, leaf: decodeLeaf(r.leaf) })), undefined, catchingUp);
@@ -470,7 +470,10 @@ export class Follower {
    */
   private apply(from: number, leaves: ReadonlyArray<{ bytes: Buffer; leaf: LogLeaf }>, nodes: StoredNode[] | undefined, catchingUp: boolean): void {
     const { db, log, registry, decisions, version } = this.service;
-    const applied = db.transaction(() => {
+    // Not waiting for the disk: what a crash takes of the last commits is the primary's, fetched and
+    // verified again (synchronous=NORMAL keeps the database consistent, and a checkpoint stored
+    // after them makes them durable).
+    const applied = commitUnsynced(db, () => {
       if (nodes) log.appendNodes(nodes);
       else log.append(from, leaves.map((l) => l.bytes));
       let operator = false;
@@ -511,7 +514,7 @@ export class Follower {
       if (operator) decisions.recomputeAll();
       else decisions.recompute(paths, { votesOf: (outPath) => votes.get(outPath) ?? this.votesOf(outPath), appendedFrom: from });
       return paths;
-    })();
+    });
     this.metrics.appliedLeaves.inc(leaves.length);
     this.status.appliedSize = from + leaves.length;
     for (const l of this.appliedListeners) l(applied, catchingUp);
