@@ -1,4 +1,3 @@
-import type { Statement } from 'better-sqlite3';
 import { commitUnsynced, type Db } from '../db.js';
 import { contentKey, statementText, type Attestation } from './statement.js';
 import { fingerprint } from '../nix/fingerprint.js';
@@ -6,7 +5,7 @@ import { encodeLeaf } from './leaf.js';
 import type { MerkleLog } from './log.js';
 import type { Builder, BuilderRegistry } from './registry.js';
 import type { SignaturePool } from './signaturePool.js';
-import { pathVotes, type PathVote, type VotesOf } from './votes.js';
+import { AttestationRows, pathVotes, voteOf, type PathVote, type VotesOf } from './votes.js';
 import type { WalSync } from '../wal/sync.js';
 
 export type IngestResult =
@@ -64,8 +63,7 @@ export class Ingestor {
   private queuedItems = 0;
   private oldestQueuedAt = 0;
   private readonly votesOf: VotesOf;
-  private readonly insert: Statement<unknown[]>;
-  private readonly insertConflict: Statement<unknown[]>;
+  private readonly rows: AttestationRows;
   private readonly hooks: CommitHook[] = [];
   private readonly committedListeners: Array<() => void> = [];
   /** Counters for metrics and benchmarks. */
@@ -80,11 +78,7 @@ export class Ingestor {
     private readonly maxStatementsPerPath: number,
   ) {
     this.votesOf = pathVotes(db, registry);
-    this.insert = db.prepare(
-      `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-    this.insertConflict = db.prepare('INSERT OR IGNORE INTO conflicts (builder_id, out_path, first_leaf, second_leaf, detected_at) VALUES (?, ?, ?, ?, ?)');
+    this.rows = new AttestationRows(db);
   }
 
   onCommit(hook: CommitHook): void {
@@ -235,14 +229,14 @@ export class Ingestor {
           return { status: 'rejected', code: 'too-many-statements', reason: `outPath: the log holds ${existing.length} statements by ${a.builder} about ${a.outPath}, the most one key may make about one path` };
         }
         const leafIndex = start + leaves.length;
-        this.insert.run(leafIndex, builderId, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, refs, a.signature, a.narinfoSignature, now);
+        const vote = voteOf(a, refs, leafIndex, builderId, key);
+        this.rows.insert(a, vote, now);
         leaves.push(encodeLeaf(a));
-        const vote: PathVote = { leafIndex, builderId, builder: a.builder, key, drvPath: a.drvPath, outputName: a.outputName, narHash: a.narHash, narSize: a.narSize, refs, narinfoSignature: a.narinfoSignature };
         pathVotes.push(vote);
         appended.push({ outPath: a.outPath, vote });
         const content = contentKey(vote);
         const differing = existing.filter((e) => contentKey(e) !== content);
-        for (const e of differing) this.insertConflict.run(builderId, a.outPath, e.leafIndex, leafIndex, now);
+        for (const e of differing) this.rows.conflict(builderId, a.outPath, e.leafIndex, leafIndex, now);
         if (differing.length > 0) return { status: 'conflict', leafIndex, conflictsWith: differing.map((e) => e.leafIndex) };
         return { status: 'accepted', leafIndex };
       }),

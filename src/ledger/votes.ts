@@ -1,5 +1,7 @@
+import type { Statement } from 'better-sqlite3';
 import type { Db } from '../db.js';
 import type { BuilderRegistry } from './registry.js';
+import type { Attestation } from './statement.js';
 
 /**
  * One attestation of an output path, as ingest (duplicates, conflicts), the quorum decisions and the
@@ -52,4 +54,32 @@ export function pathVotes(db: Db, registry: BuilderRegistry): VotesOf {
       refs,
       narinfoSignature,
     }));
+}
+
+/** The vote of attestation `a` (`refs`: its references joined), logged at `leafIndex` by the builder row `builderId` voting with `key`. */
+export function voteOf(a: Attestation, refs: string, leafIndex: number, builderId: number, key: string): PathVote {
+  return { leafIndex, builderId, builder: a.builder, key, drvPath: a.drvPath, outputName: a.outputName, narHash: a.narHash, narSize: a.narSize, refs, narinfoSignature: a.narinfoSignature };
+}
+
+/** The attestations and conflicts tables, as ingest appends to them and a mirror replays them. */
+export class AttestationRows {
+  private readonly insertRow: Statement<unknown[]>;
+  private readonly insertConflict: Statement<unknown[]>;
+
+  constructor(db: Db) {
+    this.insertRow = db.prepare(
+      `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.insertConflict = db.prepare('INSERT OR IGNORE INTO conflicts (builder_id, out_path, first_leaf, second_leaf, detected_at) VALUES (?, ?, ?, ?, ?)');
+  }
+
+  insert(a: Attestation, vote: PathVote, createdAt: number): void {
+    this.insertRow.run(vote.leafIndex, vote.builderId, vote.drvPath, vote.outputName, a.outPath, vote.narHash, vote.narSize, vote.refs, a.signature, vote.narinfoSignature, createdAt);
+  }
+
+  /** A second content for `outPath` by the builder row `builderId`: leaf `second` differs from leaf `first`. */
+  conflict(builderId: number, outPath: string, first: number, second: number, detectedAt: number): void {
+    this.insertConflict.run(builderId, outPath, first, second, detectedAt);
+  }
 }

@@ -10,7 +10,7 @@ import { leafHash, verifyConsistency, type StoredNode } from '../ledger/merkle.j
 import { operatorState, rebuildProjection } from '../ledger/projection.js';
 import type { SignaturePool } from '../ledger/signaturePool.js';
 import { contentKey, type Attestation } from '../ledger/statement.js';
-import { pathVotes, voterKey, type PathVote, type VotesOf } from '../ledger/votes.js';
+import { AttestationRows, pathVotes, voteOf, voterKey, type PathVote, type VotesOf } from '../ledger/votes.js';
 import type { Logger } from '../log.js';
 import type { MirrorMetrics } from './metrics.js';
 import { publicKeyFromRaw, type PublicKey } from '../nix/keys.js';
@@ -181,12 +181,12 @@ export class Follower {
   private running: Promise<void> | undefined;
   private stopped = false;
   private failures = 0;
-  private readonly status: MirrorStatus;
+  private readonly status: Omit<MirrorStatus, 'appliedSize'>;
   private readonly stage: Statement<[number, Buffer]>;
   private readonly appliedListeners: Array<(outPaths: Set<string>, catchingUp: boolean) => void> = [];
   private readonly staged: Statement<[number, number], { leaf_index: number; leaf: Buffer }>;
-  private readonly insert: Statement<unknown[]>;
-  private readonly insertConflict: Statement<unknown[]>;
+  private readonly clearStaging: Statement<[]>;
+  private readonly rows: AttestationRows;
   private readonly insertOperator: Statement<[number, string]>;
   private readonly insertUncounted: Statement<[string, Buffer, number]>;
   private readonly votesOf: VotesOf;
@@ -208,16 +208,13 @@ export class Follower {
     this.cosignatures = new CosignatureStore(service.db);
     this.stage = service.db.prepare('INSERT OR REPLACE INTO mirror_staging (leaf_index, leaf) VALUES (?, ?)');
     this.staged = service.db.prepare('SELECT leaf_index, leaf FROM mirror_staging WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index');
-    this.insert = service.db.prepare(
-      `INSERT INTO attestations (leaf_index, builder_id, drv_path, output_name, out_path, nar_hash, nar_size, refs, signature, narinfo_signature, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-    this.insertConflict = service.db.prepare('INSERT OR IGNORE INTO conflicts (builder_id, out_path, first_leaf, second_leaf, detected_at) VALUES (?, ?, ?, ?, ?)');
+    this.clearStaging = service.db.prepare('DELETE FROM mirror_staging');
+    this.rows = new AttestationRows(service.db);
     this.insertOperator = service.db.prepare('INSERT INTO operator_leaves (leaf_index, leaf) VALUES (?, ?)');
     this.insertUncounted = service.db.prepare('INSERT INTO builders (name, public_key, added_at) VALUES (?, ?, ?)');
     this.votesOf = pathVotes(service.db, service.registry);
     const latest = service.checkpoints.latest();
-    this.status = { primary: this.primary, verifiedSize: latest?.size ?? 0, appliedSize: service.log.size(), primarySize: null, lastVerifiedAt: latest ? new Date(latest.createdAt).toISOString() : null, degraded: this.lastEvidence(), unreachable: null };
+    this.status = { primary: this.primary, verifiedSize: latest?.size ?? 0, primarySize: null, lastVerifiedAt: latest ? new Date(latest.createdAt).toISOString() : null, degraded: this.lastEvidence(), unreachable: null };
   }
 
   start(): void {
@@ -240,7 +237,7 @@ export class Follower {
   }
 
   current(): MirrorStatus {
-    return { ...this.status };
+    return { ...this.status, appliedSize: this.service.log.size() };
   }
 
   /** One round now (tests, and the loop): resolves when it is done. */
@@ -303,8 +300,8 @@ export class Follower {
       signatures: new PendingSignatures(this.service.signatures),
     };
     const catchingUp = checkpoint.size - local > CATCH_UP;
-    // Leaves staged by a round that was cut short (a crash) are fetched again.
-    this.service.db.prepare('DELETE FROM mirror_staging').run();
+    // Leaves staged by a round that was cut short (a failure, a crash) are fetched again.
+    this.clearStaging.run();
     let ready: Segment | undefined;
     // The first leaf of the staged range that waits for a name to be bound (see Round.unbound).
     let held: number | undefined;
@@ -335,7 +332,6 @@ export class Follower {
       }
     } finally {
       round.signatures.abandon();
-      if (held !== undefined) this.service.db.prepare('DELETE FROM mirror_staging').run();
     }
     const [name, indices] = [...round.unbound][0] ?? [];
     if (name) throw new VerificationError('signature', 'bad-leaf', `entries ${indices!.slice(0, 5).join(', ')}: signed as ${name}, a name the log never registers`);
@@ -407,7 +403,6 @@ export class Follower {
 
   /** 3-4 for one leaf: the identity rule for registry leaves, a signature job for attestations. */
   private check({ state, unbound, signatures }: Round, index: number, bytes: Buffer, leaf: LogLeaf, segment: Segment): void {
-    const job = (i: number, bytes: Buffer, a: Attestation): Job => ({ ...leafSignatureJob(bytes, a, this.keyOf(state, a.builder)), index: i, name: a.builder });
     try {
       if (leaf.kind === 'builder') {
         state.applyRegistry(index, leaf.entry);
@@ -417,19 +412,24 @@ export class Follower {
           unbound.delete(leaf.entry.name);
           for (const i of waiting) {
             const bytes = i >= segment.from ? segment.leaves[i - segment.from]!.bytes : this.staged.get(i, i + 1)!.leaf;
-            signatures.add(job(i, bytes, (decodeLeaf(bytes) as Extract<LogLeaf, { kind: 'attestation' }>).attestation));
+            signatures.add(this.job(state, i, bytes, (decodeLeaf(bytes) as Extract<LogLeaf, { kind: 'attestation' }>).attestation));
           }
         }
       } else if (leaf.kind === 'policy') state.applyPolicy(index, leaf.entry);
       else {
         const a = leaf.attestation;
         if (!state.byName(a.builder)) (unbound.get(a.builder) ?? unbound.set(a.builder, []).get(a.builder)!).push(index);
-        else signatures.add(job(index, bytes, a));
+        else signatures.add(this.job(state, index, bytes, a));
       }
     } catch (error) {
       if (error instanceof QuorumError && error.code === 'not-derivable') throw new VerificationError('leaf', 'not-derivable', error.message);
       throw error;
     }
+  }
+
+  /** Step 4 for attestation `a` of leaf `index`: its signature under the key the log binds its name to now. */
+  private job(state: LogState, index: number, bytes: Buffer, a: Attestation): Job {
+    return { ...leafSignatureJob(bytes, a, this.keyOf(state, a.builder)), index, name: a.builder };
   }
 
   /** The key the log binds `name` to now, as a key object made once per binding. */
@@ -461,7 +461,7 @@ export class Follower {
       this.apply(start, rows.map((r) => ({ bytes: r.leaf, leaf: decodeLeaf(r.leaf) })), undefined, catchingUp);
       await new Promise((resolve) => setImmediate(resolve));
     }
-    this.service.db.prepare('DELETE FROM mirror_staging').run();
+    this.clearStaging.run();
   }
 
   /**
@@ -494,16 +494,15 @@ export class Follower {
         const index = from + i;
         const a = leaf.attestation;
         const builderId = registry.get(a.builder)!.id;
-        const refs = a.references.join(',');
         let pathVotes = votes.get(a.outPath);
         if (!pathVotes) votes.set(a.outPath, (pathVotes = [...this.votesOf(a.outPath)]));
-        this.insert.run(index, builderId, a.drvPath, a.outputName, a.outPath, a.narHash, a.narSize, refs, a.signature, a.narinfoSignature, now);
-        const vote: PathVote = { leafIndex: index, builderId, builder: a.builder, key: voterKey(registry, builderId), drvPath: a.drvPath, outputName: a.outputName, narHash: a.narHash, narSize: a.narSize, refs, narinfoSignature: a.narinfoSignature };
+        const vote = voteOf(a, a.references.join(','), index, builderId, voterKey(registry, builderId));
+        this.rows.insert(a, vote, now);
         // The monitor's part: an equivocation is reported as it replicates (and kept, as the primary keeps it).
         const content = contentKey(vote);
         for (const earlier of pathVotes) {
           if (earlier.builderId !== builderId || contentKey(earlier) === content) continue;
-          this.insertConflict.run(builderId, a.outPath, earlier.leafIndex, index, now);
+          this.rows.conflict(builderId, a.outPath, earlier.leafIndex, index, now);
           this.metrics.equivocations.inc();
           this.logger.warn('equivocation replicated: a key signed two contents for one path', { builder: a.builder, outPath: a.outPath, leaves: [earlier.leafIndex, index] });
         }
@@ -516,7 +515,6 @@ export class Follower {
       return paths;
     });
     this.metrics.appliedLeaves.inc(leaves.length);
-    this.status.appliedSize = from + leaves.length;
     for (const l of this.appliedListeners) l(applied, catchingUp);
   }
 
@@ -538,7 +536,7 @@ export class Follower {
     this.service.db
       .prepare('INSERT OR IGNORE INTO mirror_evidence (detected_at, kind, detail, verified_note, offered_note) VALUES (?, ?, ?, ?, ?)')
       .run(Date.now(), evidenceKind(error), error.message, verified, offered);
-    this.service.db.prepare('DELETE FROM mirror_staging').run();
+    this.clearStaging.run();
     if (this.status.degraded !== error.message) this.logger.error('the primary does not follow from what this mirror verified: stopped following, serving what was verified', { primary: this.primary, kind: evidenceKind(error), step: error.step, detail: error.message, verifiedSize: this.status.verifiedSize });
     this.status.degraded = error.message;
     this.metrics.degraded.set(1);
