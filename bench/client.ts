@@ -10,7 +10,8 @@
  *
  * 1. `nix-store -r` of the top path into a fresh chroot store (own XDG_CACHE_HOME, no narinfo disk
  *    cache), from the server directly, and through a client started fresh for each sample (its
- *    cache empty: every path is fetched with its proofs and verified, every NAR passes through it).
+ *    cache empty: every path is fetched with its proofs and verified; Nix is sent to the server for
+ *    every NAR).
  *    The server runs on --server-cpu; Nix and the client on --client-cpu, as on a user's machine.
  *    One untimed warm-up each, then --runs samples each, alternating which goes first. Goal: the
  *    client's median at most 1.3 times the direct one.
@@ -40,13 +41,14 @@ const runs = Number(values.runs);
 const serverCpu = values['server-cpu'];
 const clientCpu = values['client-cpu'];
 
-/** `nix-quorum client` as a child process on `clientCpu`, with a fresh state directory; its public key. */
+/** `nix-quorum client` as a child process on `clientCpu`, with a fresh state directory (under `--cpu-prof` with BENCH_PROFILE=<dir>, as the server); its public key. */
 async function startClientProcess(work: string, config: object): Promise<BenchServer & { publicKey: string }> {
   const state = mkdtempSync(join(work, 'client-state-'));
   const port = await freePort();
   const file = join(state, 'client.json');
   writeFileSync(file, JSON.stringify({ ...config, listen: `127.0.0.1:${port}`, state, logLevel: 'warn' }));
-  const child = spawnPinned(clientCpu, process.execPath, [CLI_PATH, 'client', '--config', file], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
+  const child = spawnPinned(clientCpu, process.execPath, [...profile, CLI_PATH, 'client', '--config', file], { stdio: ['ignore', 'ignore', 'inherit'] });
   const server = benchServer(child, port, () => rmSync(state, { recursive: true, force: true }));
   await waitForHealth(server.url);
   return { ...server, publicKey: readFileSync(join(state, 'client-key.public'), 'utf8').trim() };

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { COMPRESSION_METHODS, fileExtension, type CompressionMethod } from '../blobstore/compression.js';
 import type { Logger } from '../log.js';
 import type { NarHash } from '../nix/hash.js';
 import { NARINFO_CONTENT_TYPE } from '../nix/narinfo.js';
@@ -8,7 +9,9 @@ import type { NarSources } from './nars.js';
 import type { PathResolver } from './resolver.js';
 
 const NARINFO = /^\/([0123456789abcdfghijklmnpqrsvwxyz]{32})\.narinfo$/;
-const NAR = /^\/nar\/([0123456789abcdfghijklmnpqrsvwxyz]{52})\.nar$/;
+const NAR = /^\/nar\/([0123456789abcdfghijklmnpqrsvwxyz]{52})\.nar(\.[a-z]+)?$/;
+/** The compression a NAR route's name announces (`.nar.br`), as the narinfo the client signed spelled it. */
+const METHOD_OF_EXTENSION = new Map<string, CompressionMethod>(COMPRESSION_METHODS.map((m) => [fileExtension(m), m]));
 /** Below cache.nixos.org's 40: a path both have is taken from here, verified. */
 const PRIORITY = 30;
 const CACHE_INFO = `StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${PRIORITY}\n`;
@@ -30,7 +33,8 @@ export function createClientServer(deps: { resolver: PathResolver; nars: NarSour
     const resolution = await resolver.resolve(hashPart);
     if (resolution.narinfo !== null) {
       metrics.narinfoRequests.inc({ result: 'hit' });
-      return send(res, 200, NARINFO_CONTENT_TYPE, resolution.narinfo, head);
+      send(res, 200, NARINFO_CONTENT_TYPE, resolution.narinfo, head);
+      return resolver.prefetchReferences(resolution);
     }
     if (resolution.ledger === null) {
       metrics.narinfoRequests.inc({ result: 'unavailable' });
@@ -54,7 +58,8 @@ export function createClientServer(deps: { resolver: PathResolver; nars: NarSour
       return void narinfo(res, info[1] as HashPart, head).catch((error: unknown) => fail(res, error));
     }
     const nar = NAR.exec(path);
-    if (nar) return void nars.serve(res, `sha256:${nar[1]!}` as NarHash, head).catch((error: unknown) => fail(res, error));
+    const method = nar && METHOD_OF_EXTENSION.get(nar[2] ?? '');
+    if (nar && method) return void nars.serve(res, `sha256:${nar[1]!}` as NarHash, method, head).catch((error: unknown) => fail(res, error));
     if (path === '/nix-cache-info') return send(res, 200, 'text/plain', CACHE_INFO, head);
     if (path === '/healthz') {
       const problem = deps.healthy();

@@ -35,6 +35,8 @@ const entriesResponse = z.object({ entries: z.array(z.object({ index: z.number()
  */
 export class Ledger {
   private readonly agents = keepAliveAgents(MAX_IN_FLIGHT);
+  /** The last request found it down (no answer, 5xx or 429) and none answered since: Nix is not sent there. */
+  failing = false;
 
   constructor(
     readonly url: string,
@@ -61,8 +63,15 @@ export class Ledger {
   }
 
   /** Fetches a file of the ledger (a NAR) and hands the response over: the caller reads and checks the body. */
-  fetch(url: string, head = false): Promise<IncomingMessage> {
-    return httpGet(new URL(url), { agents: this.agents, timeoutMs: NAR_TIMEOUT_MS, head });
+  async fetch(url: string, head = false): Promise<IncomingMessage> {
+    try {
+      const res = await httpGet(new URL(url), { agents: this.agents, timeoutMs: NAR_TIMEOUT_MS, head });
+      this.failing = isDown(res.statusCode ?? 0);
+      return res;
+    } catch (error) {
+      this.failing = true;
+      throw error;
+    }
   }
 
   close(): void {
@@ -90,13 +99,19 @@ export class Ledger {
       res = await httpGet(new URL(path, this.url), { agents: this.agents, timeoutMs: TIMEOUT_MS });
       text = await readText(res, this.maxAnswerBytes);
     } catch (error) {
+      this.failing = true;
       if (error instanceof QuorumError) throw new QuorumError(error.code, `${this.url}${path}: ${error.message}`);
       throw new QuorumError('unavailable', `cannot reach ${this.url}: ${(error as Error).message}`, { cause: error });
     }
     const status = res.statusCode ?? 0;
+    this.failing = isDown(status);
     if (status < 200 || status > 299) {
-      throw new QuorumError(status >= 500 || status === 429 ? 'unavailable' : 'refused', `${this.url}${path} answered ${status} ${text.slice(0, 300)}`, { remoteCode: `http-${status}` });
+      throw new QuorumError(isDown(status) ? 'unavailable' : 'refused', `${this.url}${path} answered ${status} ${text.slice(0, 300)}`, { remoteCode: `http-${status}` });
     }
     return text;
   }
+}
+
+function isDown(status: number): boolean {
+  return status >= 500 || status === 429 || status === 0;
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { COMPRESSION_METHODS, decompressStream, type CompressionMethod } from '../blobstore/compression.js';
+import { COMPRESSION_LEVELS, COMPRESSION_METHODS, compressStream, decompressStream, type CompressionMethod } from '../blobstore/compression.js';
 import { HashCheck, sendChecked } from '../blobstore/hashCheck.js';
 import type { Logger } from '../log.js';
 import type { NarHash } from '../nix/hash.js';
@@ -14,17 +14,27 @@ interface Source {
 
 /** Paths whose NAR locations are remembered (one verified answer each); past it, the oldest half goes. */
 const MAX_KNOWN = 100_000;
+/** A second request for a NAR this soon after sending Nix elsewhere for it is Nix retrying a failed download. */
+const RETRY_WINDOW_MS = 60_000;
 
 /**
- * The client's NAR route: Nix asks the client for `nar/<narHash>.nar` (uncompressed, whatever the
- * ledgers store), and the client fetches it from the first ledger that has it: the file a verified
- * answer named (decompressed here), else the ledger's GET /api/v1/nars/<narHash>. Nothing is
- * trusted: the bytes pass only while they hash to the narHash asked for, checked while streaming
- * (never buffered), so a ledger or blob store with bad bytes breaks the download off and Nix, which
- * checks the hash too, never gets them whole.
+ * The client's NAR route: Nix asks the client for `nar/<narHash>.nar[.br|.gz]` (the compression the
+ * client's narinfo announced), and the client sends it on:
+ * - by redirect (302) to the file a verified answer named with that compression, on a ledger not
+ *   known to be down, so the bytes go from the ledger to Nix without a second hop through this
+ *   machine. Nix checks them against the narHash the builders signed, so a ledger or blob store
+ *   with bad bytes gets nothing installed; what it can still do is make Nix download until that
+ *   check fails (its size is bounded only by Nix), a denial of service, never a substitution.
+ * - else, and when Nix asks again soon after a redirect (its download failed: the ledger went down
+ *   or served bad bytes), by streaming it from the first ledger that has it, the file a verified
+ *   answer named or the ledger's GET /api/v1/nars/<narHash>. Nothing is trusted: the bytes pass
+ *   only while they hash to the narHash asked for and stay within its narSize, checked while
+ *   streaming (never buffered), then are compressed as announced.
  */
 export class NarSources {
   private readonly known = new Map<NarHash, { narSize: number; sources: Source[] }>();
+  /** When Nix was last sent to a ledger for each NAR. */
+  private readonly redirected = new Map<NarHash, number>();
 
   constructor(
     private readonly ledgers: readonly Ledger[],
@@ -41,12 +51,32 @@ export class NarSources {
     this.known.set(narHash, entry);
   }
 
-  async serve(res: ServerResponse, narHash: NarHash, head: boolean): Promise<void> {
+  /** The compression the narinfo announces for a NAR: that of the first file a verified answer named, if this build reads it. */
+  compressionOf(narHash: NarHash): CompressionMethod {
+    const first = this.known.get(narHash)?.sources.find((s) => isMethod(s.compression));
+    return (first?.compression as CompressionMethod | undefined) ?? 'none';
+  }
+
+  async serve(res: ServerResponse, narHash: NarHash, method: CompressionMethod, head: boolean): Promise<void> {
     const entry = this.known.get(narHash);
+    const sentAt = this.redirected.get(narHash);
+    const retried = sentAt !== undefined && Date.now() - sentAt < RETRY_WINDOW_MS;
+    const target = retried ? undefined : entry?.sources.find((s) => s.compression === method && !s.ledger.failing);
+    if (target) {
+      if (!head) {
+        if (this.redirected.size >= MAX_KNOWN) this.redirected.clear();
+        this.redirected.set(narHash, Date.now());
+      }
+      this.metrics.narRequests.inc({ result: 'redirected' });
+      res.writeHead(302, { location: target.url, 'content-length': 0 });
+      res.end();
+      return;
+    }
+    if (retried) this.redirected.delete(narHash);
     const candidates: Source[] = [...(entry?.sources ?? []), ...this.ledgers.map((ledger) => ({ ledger, url: new URL(`api/v1/nars/${narHash}`, ledger.url).href, compression: 'none' }))];
     for (const source of candidates) {
       // A file only this build cannot decompress (a hostile ledger's made-up method) is no source.
-      if (!(COMPRESSION_METHODS as readonly string[]).includes(source.compression)) continue;
+      if (!isMethod(source.compression)) continue;
       let answer: IncomingMessage;
       try {
         answer = await source.ledger.fetch(source.url, head && source.compression === 'none');
@@ -59,14 +89,16 @@ export class NarSources {
         answer.destroy();
         continue;
       }
-      res.writeHead(200, { 'content-type': 'application/x-nix-nar', 'content-length': size });
+      res.writeHead(200, { 'content-type': 'application/x-nix-nar', ...(method === 'none' ? { 'content-length': size } : {}) });
       if (head) {
         answer.resume();
         res.end();
         return;
       }
       let corrupt = false;
-      await sendChecked(res, [answer, decompressStream(source.compression as CompressionMethod), new HashCheck(narHash, size)], (problem) => {
+      // Compressed again at the fastest level: these bytes only cross this machine.
+      const recompress = compressStream(method, method === 'none' ? undefined : COMPRESSION_LEVELS[method].min);
+      await sendChecked(res, [answer, decompressStream(source.compression as CompressionMethod), new HashCheck(narHash, size), recompress], (problem) => {
         corrupt = true;
         this.logger.error('a ledger served NAR bytes that do not hash to the narHash the builders attested: download broken off', { url: source.url, problem });
       });
@@ -78,4 +110,8 @@ export class NarSources {
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('no ledger has this NAR\n');
   }
+}
+
+function isMethod(text: string): text is CompressionMethod {
+  return (COMPRESSION_METHODS as readonly string[]).includes(text);
 }

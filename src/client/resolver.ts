@@ -1,10 +1,11 @@
+import { fileExtension } from '../blobstore/compression.js';
 import { QuorumError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { signNarInfo } from '../nix/fingerprint.js';
 import type { NarHash } from '../nix/hash.js';
 import type { SecretKey } from '../nix/keys.js';
 import { serializeNarInfo, type NarInfo } from '../nix/narinfo.js';
-import { baseNameOf, type HashPart } from '../nix/storePath.js';
+import { baseNameOf, hashPartOf, type HashPart } from '../nix/storePath.js';
 import { VerificationError, type Step } from '../verification/errors.js';
 import type { AcceptedCheckpoint, HeadTracker } from './heads.js';
 import type { Ledger, ProofsResponse } from './ledger.js';
@@ -34,6 +35,8 @@ export interface Resolution {
 }
 
 const NAR_ROUTE = 'nar/';
+/** Verifications in flight below which references are verified ahead (the ledger takes 8 requests at once, ledger.ts). */
+const PREFETCH_IN_FLIGHT = 8;
 
 /**
  * The client's application layer: for a hash part, the ledgers in order, each answer through the
@@ -76,6 +79,19 @@ export class PathResolver {
     });
     this.inFlight.set(hashPart, run);
     return run;
+  }
+
+  /**
+   * Nix asks next for the references of a path it substitutes (it walks the closure): verifying them
+   * ahead, a few at a time, fills the time this client would wait on the ledgers between Nix's asks.
+   */
+  prefetchReferences(resolution: Resolution): void {
+    for (const reference of resolution.verdict?.content?.references ?? []) {
+      if (this.inFlight.size >= PREFETCH_IN_FLIGHT) return;
+      const hashPart = hashPartOf(reference);
+      if (this.cache.has(hashPart) || this.inFlight.has(hashPart)) continue;
+      this.resolve(hashPart).catch((error: unknown) => this.logger.error('prefetching a reference failed', { hashPart, err: error }));
+    }
   }
 
   /** Asks the ledgers for their newest checkpoint (steps 1 and 2 only): how cached answers learn of a newer one. */
@@ -138,22 +154,27 @@ export class PathResolver {
 
   /**
    * Step 5: NarHash, NarSize and References from the verified attestations, signed by the client's key.
-   * A NAR held by an upstream cache (an absolute URL) is fetched by Nix from there; any other is
-   * served by this client from whichever ledger has it (nars.ts), so a ledger going down between
-   * the narinfo and the NAR, or for narinfos Nix cached, goes unnoticed. Nix checks the NAR hash.
+   * A NAR held by an upstream cache (an absolute URL) is fetched by Nix from there; any other through
+   * this client's NAR route (nars.ts), which sends Nix to whichever ledger has it, so a ledger going
+   * down between the narinfo and the NAR, or for narinfos Nix cached, goes unnoticed. The route
+   * carries the compression of the ledger's file, so Nix can be sent to it unchanged; FileHash and
+   * FileSize are left out, since another ledger's file may be the one served. Nix checks the NAR hash.
    */
   private narinfo(verdict: PathVerdict, response: ProofsResponse, ledger: Ledger): string | null {
     if (!verdict.content || !verdict.outPath) return null;
     const { narHash, narSize, references, deriver } = verdict.content;
     const nar = response.nar?.narHash === narHash ? response.nar : null;
     const upstream = nar && /^https?:\/\//.test(nar.url) ? nar : null;
-    if (nar && !upstream) this.nars.add(narHash as NarHash, narSize, ledger, new URL(nar.url, ledger.url).href, nar.compression);
+    const file = nar && !upstream ? new URL(nar.url, ledger.url) : null;
+    // Nix is sent to this URL: a ledger's answer naming file: or another scheme names no file.
+    if (nar && file && (file.protocol === 'http:' || file.protocol === 'https:')) this.nars.add(narHash as NarHash, narSize, ledger, file.href, nar.compression);
+    const method = this.nars.compressionOf(narHash as NarHash);
+    const where = upstream
+      ? { url: upstream.url, compression: upstream.compression, fileHash: upstream.fileHash, fileSize: upstream.fileSize }
+      : { url: `${NAR_ROUTE}${narHash.slice('sha256:'.length)}.nar${fileExtension(method)}`, compression: method, ...(method === 'none' ? { fileHash: narHash, fileSize: narSize } : {}) };
     const info: NarInfo = {
       storePath: verdict.outPath,
-      url: upstream?.url ?? `${NAR_ROUTE}${narHash.slice('sha256:'.length)}.nar`,
-      compression: upstream?.compression ?? 'none',
-      fileHash: upstream?.fileHash ?? narHash,
-      fileSize: upstream?.fileSize ?? narSize,
+      ...where,
       narHash: narHash as NarHash,
       narSize,
       references: references.map(baseNameOf),

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { brotliCompressSync } from 'node:zlib';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { postAttestations } from '../../bench/common.js';
 import { addBuilder } from '../../src/app/builders.js';
@@ -285,6 +286,30 @@ describeNix('nix-quorum client between Nix and a hostile server (real Nix)', () 
     } finally {
       proxy.rewrite = () => undefined;
     }
+  }, 120_000);
+
+  it('hostile blob store, a NAR file replaced: Nix through the client installs nothing, and the builders\' bytes once the file is honest again', async () => {
+    const target = outputs.find((p) => p.endsWith('-nq-d5'))!;
+    const [honest] = pathInfo(join(dir, 'b0'), [target]);
+    const evilDir = dirs.make('evil-file');
+    writeFileSync(join(evilDir, 'data'), 'not what the builders built either\n');
+    const chunks: Buffer[] = [];
+    for await (const c of dumpNar(evilDir)) chunks.push(c);
+    const evil = brotliCompressSync(Buffer.concat(chunks));
+    // Nix is sent to the ledger's file and gets other bytes: its own NarHash check refuses them.
+    proxy.rewrite = (p) => (p.startsWith('/nar/') || p.startsWith('/api/v1/nars/') ? { body: evil, status: 200, type: 'application/x-nix-nar' } : undefined);
+    const viaClient = store();
+    try {
+      const r = await substitute(viaClient, client.url, client.publicKey, [target]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/hash mismatch/);
+      expect(held(viaClient)).not.toContain(baseNameOf(target as StorePath));
+    } finally {
+      proxy.rewrite = () => undefined;
+    }
+    const r = await substitute(viaClient, client.url, client.publicKey, [target]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(pathInfo(viaClient, [target])[0]!.narHash).toBe(honest!.narHash);
   }, 120_000);
 
   it('hostile server, a rolled-back ledger (its own old checkpoint, cosigned then): refused, evidence kept, stated by --check', async () => {
