@@ -24,11 +24,15 @@ export const COMPRESSION_LEVELS: Record<Exclude<CompressionMethod, 'none'>, { mi
  */
 export const DEFAULT_COMPRESSION: CompressionMethod = 'br';
 
+export function isCompressionMethod(text: string): text is CompressionMethod {
+  return (COMPRESSION_METHODS as readonly string[]).includes(text);
+}
+
 export function parseCompressionMethod(text: string, field = 'compression'): CompressionMethod {
-  if (!(COMPRESSION_METHODS as readonly string[]).includes(text)) {
+  if (!isCompressionMethod(text)) {
     throw new QuorumError('bad-compression', `${field} must be one of ${COMPRESSION_METHODS.join(', ')}, got ${JSON.stringify(text)}`, { field });
   }
-  return text as CompressionMethod;
+  return text;
 }
 
 function checkLevel(method: CompressionMethod, level: number | undefined): number | undefined {

@@ -35,7 +35,7 @@ const entriesResponse = z.object({ entries: z.array(z.object({ index: z.number()
  */
 export class Ledger {
   private readonly agents = keepAliveAgents(MAX_IN_FLIGHT);
-  /** The last request found it down (no answer, 5xx or 429) and none answered since: Nix is not sent there. */
+  /** The last request found it down (no answer or an unreadable one, 5xx or 429) and none answered since: Nix is not sent there. */
   failing = false;
 
   constructor(

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { COMPRESSION_LEVELS, COMPRESSION_METHODS, compressStream, decompressStream, type CompressionMethod } from '../blobstore/compression.js';
+import { COMPRESSION_LEVELS, compressStream, decompressStream, isCompressionMethod, type CompressionMethod } from '../blobstore/compression.js';
 import { HashCheck, sendChecked } from '../blobstore/hashCheck.js';
 import type { Logger } from '../log.js';
 import type { NarHash } from '../nix/hash.js';
@@ -53,7 +53,7 @@ export class NarSources {
 
   /** The compression the narinfo announces for a NAR: that of the first file a verified answer named, if this build reads it. */
   compressionOf(narHash: NarHash): CompressionMethod {
-    const first = this.known.get(narHash)?.sources.find((s) => isMethod(s.compression));
+    const first = this.known.get(narHash)?.sources.find((s) => isCompressionMethod(s.compression));
     return (first?.compression as CompressionMethod | undefined) ?? 'none';
   }
 
@@ -76,7 +76,7 @@ export class NarSources {
     const candidates: Source[] = [...(entry?.sources ?? []), ...this.ledgers.map((ledger) => ({ ledger, url: new URL(`api/v1/nars/${narHash}`, ledger.url).href, compression: 'none' }))];
     for (const source of candidates) {
       // A file only this build cannot decompress (a hostile ledger's made-up method) is no source.
-      if (!isMethod(source.compression)) continue;
+      if (!isCompressionMethod(source.compression)) continue;
       let answer: IncomingMessage;
       try {
         answer = await source.ledger.fetch(source.url, head && source.compression === 'none');
@@ -110,8 +110,4 @@ export class NarSources {
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('no ledger has this NAR\n');
   }
-}
-
-function isMethod(text: string): text is CompressionMethod {
-  return (COMPRESSION_METHODS as readonly string[]).includes(text);
 }

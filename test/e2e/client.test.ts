@@ -123,6 +123,14 @@ describeNix('nix-quorum client between Nix and a hostile server (real Nix)', () 
     const info = pathInfo(join(dir, 'b0'), [d0])[0]!;
     return { ...info, narHash: parseNarHash(info.narHash) };
   };
+  /** The NAR of a directory holding one file of `text`: bytes no builder attested. */
+  const attackerNar = async (text: string): Promise<Buffer> => {
+    const evilDir = dirs.make('evil');
+    writeFileSync(join(evilDir, 'data'), text);
+    const chunks: Buffer[] = [];
+    for await (const c of dumpNar(evilDir)) chunks.push(c);
+    return Buffer.concat(chunks);
+  };
   const servedBy = (url: string, path: string) => waitFor(async () => (await fetch(`${url}/${hashPartOf(path as StorePath)}.narinfo`)).status === 200, `${url} serving ${path}`);
 
   beforeAll(async () => {
@@ -267,11 +275,7 @@ describeNix('nix-quorum client between Nix and a hostile server (real Nix)', () 
   it('hostile server, a narinfo with a forged NarHash for a path at quorum: plain Nix installs the attacker\'s bytes, the client the builders\'', async () => {
     const target = outputs.find((p) => p.endsWith('-nq-d3'))!;
     const [honest] = pathInfo(join(dir, 'b0'), [target]);
-    const evilDir = dirs.make('evil');
-    writeFileSync(join(evilDir, 'data'), 'not what the builders built\n');
-    const chunks: Buffer[] = [];
-    for await (const c of dumpNar(evilDir)) chunks.push(c);
-    const evil = Buffer.concat(chunks);
+    const evil = await attackerNar('not what the builders built\n');
     const evilHash = narHashFromDigest(sha256(evil));
     const text = forged(honest!, { narHash: evilHash, narSize: evil.length, url: 'evil.nar' });
     proxy.rewrite = (p) => (p === `/${hashPartOf(target as StorePath)}.narinfo` ? { body: text, status: 200, type: NARINFO_CONTENT_TYPE } : p === '/evil.nar' ? { body: evil, status: 200, type: 'application/x-nix-nar' } : undefined);
@@ -291,11 +295,7 @@ describeNix('nix-quorum client between Nix and a hostile server (real Nix)', () 
   it('hostile blob store, a NAR file replaced: Nix through the client installs nothing, and the builders\' bytes once the file is honest again', async () => {
     const target = outputs.find((p) => p.endsWith('-nq-d5'))!;
     const [honest] = pathInfo(join(dir, 'b0'), [target]);
-    const evilDir = dirs.make('evil-file');
-    writeFileSync(join(evilDir, 'data'), 'not what the builders built either\n');
-    const chunks: Buffer[] = [];
-    for await (const c of dumpNar(evilDir)) chunks.push(c);
-    const evil = brotliCompressSync(Buffer.concat(chunks));
+    const evil = brotliCompressSync(await attackerNar('not what the builders built either\n'));
     // Nix is sent to the ledger's file and gets other bytes: its own NarHash check refuses them.
     proxy.rewrite = (p) => (p.startsWith('/nar/') || p.startsWith('/api/v1/nars/') ? { body: evil, status: 200, type: 'application/x-nix-nar' } : undefined);
     const viaClient = store();
