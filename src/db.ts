@@ -32,12 +32,37 @@ export function openDb(file: string, onMigrated: (line: string) => void = () => 
     // A WAL that grew during a burst is cut back to this size once it restarts, not kept at its peak.
     db.pragma('journal_size_limit = 67108864');
     migrate(db, onMigrated);
+    // Indexes a bulk load dropped (dropIndexes) and a crash kept it from building again.
+    restoreIndexes(db);
     return db;
   } catch (error) {
     db?.close();
     // A damaged or foreign file, or a full disk, is said in one line (the CLI prints it), not as a stack.
     throw unreadableDatabase(error, file) ?? asStorageFull(error, `opening the ledger database ${file}`) ?? error;
   }
+}
+
+/** schema.sql's CREATE INDEX statements, by index name. */
+function schemaIndexes(): Map<string, string> {
+  return new Map([...schema().matchAll(/^CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+) [^;]+;/gm)].map((m) => [m[1]!, m[0]]));
+}
+
+/**
+ * Drops indexes of schema.sql, for a bulk load: its rows are cheaper to index once, sorted, than with
+ * a random page write each as they come. restoreIndexes builds them again, and so does every open,
+ * so a crash in between leaves no index missing.
+ */
+export function dropIndexes(db: Db, names: readonly string[]): void {
+  const known = schemaIndexes();
+  for (const name of names) {
+    if (!known.has(name)) throw new Error(`${name} is not an index of schema.sql`);
+    db.exec(`DROP INDEX IF EXISTS ${name}`);
+  }
+}
+
+/** Builds the indexes of schema.sql the database lacks, of `names` or all (see dropIndexes). */
+export function restoreIndexes(db: Db, names?: readonly string[]): void {
+  for (const [name, statement] of schemaIndexes()) if (!names || names.includes(name)) db.exec(statement);
 }
 
 /**
