@@ -124,9 +124,13 @@ export class DecisionMaterializer {
    * The cache key's Sig over the agreed content is stored with the decision so the substituter does
    * not sign (about 50 µs) per request. A decision whose content is unchanged keeps its Sig: a path is
    * signed when it reaches quorum, not again for every agreeing attestation after. A new content is
-   * stored without one and signed after the commit (signLater).
+   * stored without one and signed after the commit (signLater), unless `sign` is false: then the
+   * substituter signs it when it first serves it, and the next recompute of the path stores a Sig.
    */
-  recompute(outPaths: Iterable<string>, { votesOf = this.votesOf, appendedFrom, policies = this.policies.list() }: { votesOf?: VotesOf; appendedFrom?: number; policies?: Policy[] } = {}): void {
+  recompute(
+    outPaths: Iterable<string>,
+    { votesOf = this.votesOf, appendedFrom, policies = this.policies.list(), sign = true }: { votesOf?: VotesOf; appendedFrom?: number; policies?: Policy[]; sign?: boolean } = {},
+  ): void {
     const now = Date.now();
     const trusted = policies.map((p) => trustedKeys(p, this.registry));
     const unsigned = new Map<string, { outPath: string; content: Content }>();
@@ -174,7 +178,7 @@ export class DecisionMaterializer {
       }
     }
     for (const l of this.listeners) l(changed);
-    if (unsigned.size > 0) this.signLater(unsigned);
+    if (unsigned.size > 0 && sign) this.signLater(unsigned);
   }
 
   /** Re-decides every attested path under `policies` (a policy change), inside the caller's transaction. */
@@ -230,23 +234,40 @@ export class DecisionMaterializer {
    */
   async reconcile(): Promise<{ paths: number; corrected: number; ms: number }> {
     const started = performance.now();
+    const paths = await this.pass(true);
+    this.checkedAll = true;
+    return { paths, corrected: this.corrected, ms: Math.round(performance.now() - started) };
+  }
+
+  /**
+   * reconcile's pass, for attestations applied without their decisions (a mirror's bulk catch-up,
+   * src/mirror/follower.ts): what it writes is expected, so it is not counted as corrected, and new
+   * decisions are not signed now (see recompute: a large catch-up's paths are mostly never asked
+   * for soon). Returns the paths it went through.
+   */
+  decideAll(): Promise<number> {
+    return this.pass(false);
+  }
+
+  /** Makes every decision row what the log implies, a chunk per transaction; `reconciling`: what it corrects is counted, and signed. */
+  private async pass(reconciling: boolean): Promise<number> {
     const names = this.policies.list().map((p) => p.name);
     // Rows of policies that are gone are never served (the substituter serves known policies only): one cleanup.
-    this.corrected += this.db.prepare(`DELETE FROM decisions WHERE policy NOT IN (${names.map(() => '?').join(',') || "''"})`).run(...names).changes;
+    const gone = this.db.prepare(`DELETE FROM decisions WHERE policy NOT IN (${names.map(() => '?').join(',') || "''"})`).run(...names).changes;
+    if (reconciling) this.corrected += gone;
     let paths = 0;
     for (let after: string | null = ''; after !== null; ) {
-      const step = this.db.transaction((from: string) => this.reconcileChunk(from))(after);
+      const step = this.db.transaction((from: string) => this.reconcileChunk(from, reconciling))(after);
       paths += step.paths;
       after = step.next;
       await new Promise((resolve) => setImmediate(resolve));
       if (!this.db.open) break;
     }
-    this.checkedAll = true;
-    return { paths, corrected: this.corrected, ms: Math.round(performance.now() - started) };
+    return paths;
   }
 
-  /** One chunk of reconcile(): the paths after `after` whose attestations fit CHUNK rows, and the rows of paths no leaf attests between. */
-  private reconcileChunk(after: string): { paths: number; next: string | null } {
+  /** One chunk of pass(): the paths after `after` whose attestations fit CHUNK rows, and the rows of paths no leaf attests between. */
+  private reconcileChunk(after: string, reconciling: boolean): { paths: number; next: string | null } {
     const policies = this.policies.list();
     const trusted = policies.map((p) => trustedKeys(p, this.registry));
     let rows = this.chunk.all(after, RECONCILE_CHUNK);
@@ -266,20 +287,17 @@ export class DecisionMaterializer {
     const end = last === null ? null : rows[rows.length - 1]![0];
     const wrong = new Set<string>();
     for (const [i, policy] of policies.entries()) {
-      for (const [outPath, row] of this.inRange(policy.name, after, end)) {
-        const pathVotes = votes.get(outPath);
-        if (!pathVotes) {
-          this.remove.run(policy.name, outPath);
-          this.corrected++;
-        } else if (!sameDecision(evaluate(policy, trusted[i]!, pathVotes), pathVotes, row)) wrong.add(outPath);
+      const stored = new Map(this.inRange(policy.name, after, end));
+      for (const outPath of stored.keys()) {
+        if (votes.has(outPath)) continue;
+        this.remove.run(policy.name, outPath);
+        if (reconciling) this.corrected++;
       }
-      for (const [outPath, pathVotes] of votes) {
-        const d = evaluate(policy, trusted[i]!, pathVotes);
-        if (d.status !== 'pending' && !wrong.has(outPath) && !this.stored.get(policy.name, outPath)) wrong.add(outPath);
-      }
+      // A path without a row is pending; sameDecision says so.
+      for (const [outPath, pathVotes] of votes) if (!wrong.has(outPath) && !sameDecision(evaluate(policy, trusted[i]!, pathVotes), pathVotes, stored.get(outPath))) wrong.add(outPath);
     }
-    this.corrected += wrong.size;
-    if (wrong.size > 0) this.recompute(wrong, { votesOf: (p) => votes.get(p) ?? [], policies });
+    if (reconciling) this.corrected += wrong.size;
+    if (wrong.size > 0) this.recompute(wrong, { votesOf: (p) => votes.get(p) ?? [], policies, sign: reconciling });
     return { paths: votes.size, next: end };
   }
 
