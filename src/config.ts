@@ -57,6 +57,8 @@ export const configSchema = z
         witnesses: z.array(witnessVkey).default([]),
         witnessThreshold: z.number().int().min(1).optional(),
         pollMs: z.number().int().min(100).max(3_600_000).default(1000),
+        // A catch-up of at least this many leaves, and of at least as many as the mirror holds, is applied in bulk (src/mirror/follower.ts).
+        bulkCatchUp: z.number().int().min(1).default(50_000),
       })
       .strict()
       .optional(),

@@ -78,7 +78,7 @@ async function serveOn(server: Server, config: Config, logger: Logger): Promise<
   const listings = new NarListings(service.db);
   const missing = new MissingNars({ db: service.db, blobs, catalog, metrics, logger });
   const follower = config.follow
-    ? new Follower(service, config.follow.url, service.noteVerifier, config.follow.witnesses.length > 0 ? parseWitnessPolicy(config.follow.witnesses, config.follow.witnessThreshold, 'follow.witnesses') : null, config.follow.pollMs, createMirrorMetrics(metrics.registry), logger)
+    ? new Follower(service, config.follow.url, service.noteVerifier, config.follow.witnesses.length > 0 ? parseWitnessPolicy(config.follow.witnesses, config.follow.witnessThreshold, 'follow.witnesses') : null, { pollMs: config.follow.pollMs, bulkCatchUp: config.follow.bulkCatchUp }, createMirrorMetrics(metrics.registry), logger)
     : undefined;
   const upstream = config.follow
     ? narsFromPrimary({ primary: config.follow.url, blobs, catalog, listings, compression: config.compression })

@@ -1,5 +1,5 @@
 import type { Statement } from 'better-sqlite3';
-import { commitUnsynced } from '../db.js';
+import { commitUnsynced, dropIndexes, restoreIndexes } from '../db.js';
 import { QuorumError } from '../errors.js';
 import { Ledger } from '../client/ledger.js';
 import { openNote, type Checkpoint, type NoteVerifierKey } from '../ledger/checkpoint.js';
@@ -34,6 +34,15 @@ const VERIFY_BATCH = 2000;
 const MAX_VERIFYING = 4;
 /** A round applying more leaves than this is a catch-up (see onApplied). */
 const CATCH_UP = 10_000;
+/**
+ * The indexes a bulk catch-up builds at its end instead of row by row: each is keyed by a store path
+ * or a NAR hash, so every row costs a random page write (at a million leaves, one per leaf and index,
+ * most of a commit). Applying in bulk reads none of them; deriving the decisions reads the first.
+ */
+const ATTESTATION_INDEXES = ['attestations_path', 'attestations_drv'];
+const BULK_INDEXES = [...ATTESTATION_INDEXES, 'decisions_quorum_nar'];
+/** meta: the first leaf of a bulk catch-up whose indexes, conflicts and decisions are not done yet. */
+const BULK_FROM = 'mirror_bulk_from';
 /** Above the largest answer of the primary: a page holds at most 4 MiB of leaves, in base64 and JSON. */
 const MAX_ANSWER_BYTES = 16 << 20;
 
@@ -65,6 +74,8 @@ interface Round {
    */
   unbound: Map<string, number[]>;
   signatures: PendingSignatures;
+  /** A bulk catch-up: leaves are applied as rows only, their decisions and conflicts follow at its end (see finishBulk). */
+  bulk: boolean;
   /** The page asked for ahead (see page). */
   ahead?: { at: number; answer: Promise<Array<{ index: number; leaf: string }>> };
 }
@@ -123,6 +134,13 @@ const evidenceKind = (error: VerificationError): EvidenceKind => (error.code ===
 
 const PARTIES = { offeredBy: 'the primary', verifier: 'this mirror' };
 
+export interface FollowerOptions {
+  /** Between rounds, in ms (more after failures, up to MAX_BACKOFF_MS). */
+  pollMs: number;
+  /** A round with at least this many leaves to apply, and at least as many as the mirror holds, applies them in bulk. */
+  bulkCatchUp: number;
+}
+
 export interface MirrorStatus {
   primary: string;
   /** The size of the last checkpoint verified and applied in full. */
@@ -168,7 +186,10 @@ export interface MirrorEvidence {
  *     primary proves (consistency proof) the checkpoint's tree extends: its pages cannot slip in,
  *     drop or reorder a leaf, and what was verified before cannot change;
  *  6. only then is the segment applied, with the primary's code (projection, decisions), and served.
- * A catch-up thus serves its verified part at once and, stopped, resumes where it stopped. On any
+ * A catch-up thus serves its verified part at once and, stopped, resumes where it stopped. A large
+ * one (a mirror started on a large log) applies its segments as rows only, in bulk, and then builds
+ * their indexes, finds their equivocations and derives every decision in one pass (finishBulk):
+ * until then the decisions served are those of the size it started from. On any
  * inconsistency it stops advancing, keeps serving what it verified, records both checkpoints as
  * evidence and reports it; it resumes once the primary offers a checkpoint that does follow.
  */
@@ -190,6 +211,7 @@ export class Follower {
   private readonly insertOperator: Statement<[number, string]>;
   private readonly insertUncounted: Statement<[string, Buffer, number]>;
   private readonly votesOf: VotesOf;
+  private readonly bulkFrom: Statement<[], string>;
   /** Each name's key object, for the key the log binds it to (see keyOf). */
   private readonly keys = new Map<string, PublicKey>();
 
@@ -198,7 +220,7 @@ export class Follower {
     primary: string,
     private readonly logKey: NoteVerifierKey,
     witnesses: WitnessPolicy | null,
-    private readonly pollMs: number,
+    private readonly options: FollowerOptions,
     private readonly metrics: MirrorMetrics,
     private readonly logger: Logger,
   ) {
@@ -213,6 +235,7 @@ export class Follower {
     this.insertOperator = service.db.prepare('INSERT INTO operator_leaves (leaf_index, leaf) VALUES (?, ?)');
     this.insertUncounted = service.db.prepare('INSERT INTO builders (name, public_key, added_at) VALUES (?, ?, ?)');
     this.votesOf = pathVotes(service.db, service.registry);
+    this.bulkFrom = service.db.prepare<[], string>(`SELECT value FROM meta WHERE key = '${BULK_FROM}'`).pluck();
     const latest = service.checkpoints.latest();
     this.status = { primary: this.primary, verifiedSize: latest?.size ?? 0, primarySize: null, lastVerifiedAt: latest ? new Date(latest.createdAt).toISOString() : null, degraded: this.lastEvidence(), unreachable: null };
   }
@@ -250,7 +273,7 @@ export class Follower {
   private schedule(ms: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      void this.sync().finally(() => this.schedule(this.failures === 0 ? this.pollMs : Math.min(MAX_BACKOFF_MS, this.pollMs * 2 ** this.failures)));
+      void this.sync().finally(() => this.schedule(this.failures === 0 ? this.options.pollMs : Math.min(MAX_BACKOFF_MS, this.options.pollMs * 2 ** this.failures)));
     }, ms);
     this.timer.unref();
   }
@@ -258,6 +281,9 @@ export class Follower {
   private async round(): Promise<void> {
     let note: string;
     try {
+      // A bulk catch-up a crash cut short is finished first, the primary reachable or not: its
+      // leaves are applied, their decisions are not (a failure here is retried as any round's).
+      await this.finishBulk();
       note = await this.ledger.checkpoint(0);
     } catch (error) {
       this.unreachable(error);
@@ -298,8 +324,10 @@ export class Follower {
       state: operatorState(this.service.db),
       unbound: new Map(),
       signatures: new PendingSignatures(this.service.signatures),
+      bulk: checkpoint.size - local >= Math.max(this.options.bulkCatchUp, local),
     };
     const catchingUp = checkpoint.size - local > CATCH_UP;
+    if (round.bulk) this.startBulk(local);
     // Leaves staged by a round that was cut short (a failure, a crash) are fetched again.
     this.clearStaging.run();
     let ready: Segment | undefined;
@@ -311,7 +339,7 @@ export class Follower {
         await this.prove(segment, round);
         if (ready) {
           await round.signatures.settle(ready.batches);
-          this.apply(ready.from, ready.leaves, ready.nodes, catchingUp);
+          this.apply(ready.from, ready.leaves, ready.nodes, catchingUp, round.bulk);
           ready = undefined;
         }
         if (held === undefined && round.unbound.size === 0) ready = segment;
@@ -320,7 +348,7 @@ export class Follower {
           held ??= segment.from;
           if (round.unbound.size === 0) {
             await round.signatures.settle(round.signatures.sent);
-            await this.applyStaged(held, segment.end, round.state, catchingUp);
+            await this.applyStaged(held, segment.end, round, catchingUp);
             held = undefined;
           }
         }
@@ -328,10 +356,12 @@ export class Follower {
       }
       if (ready) {
         await round.signatures.settle(ready.batches);
-        this.apply(ready.from, ready.leaves, ready.nodes, catchingUp);
+        this.apply(ready.from, ready.leaves, ready.nodes, catchingUp, round.bulk);
       }
     } finally {
       round.signatures.abandon();
+      // What was applied is served whole, also when a bad leaf stopped the round part way.
+      await this.finishBulk();
     }
     const [name, indices] = [...round.unbound][0] ?? [];
     if (name) throw new VerificationError('signature', 'bad-leaf', `entries ${indices!.slice(0, 5).join(', ')}: signed as ${name}, a name the log never registers`);
@@ -449,7 +479,7 @@ export class Follower {
    * before those leaves can hold their attestations; the chunk holding them states the rows
    * (rebuildProjection), and its decisions are recomputed whole.
    */
-  private async applyStaged(from: number, to: number, state: LogState, catchingUp: boolean): Promise<void> {
+  private async applyStaged(from: number, to: number, { state, bulk }: Round, catchingUp: boolean): Promise<void> {
     const { db, registry, version } = this.service;
     const unlisted = state.builders().filter((b) => !registry.get(b.name));
     commitUnsynced(db, () => {
@@ -458,7 +488,7 @@ export class Follower {
     });
     for (let start = from; start < to; start += SEGMENT) {
       const rows = this.staged.all(start, Math.min(to, start + SEGMENT));
-      this.apply(start, rows.map((r) => ({ bytes: r.leaf, leaf: decodeLeaf(r.leaf) })), undefined, catchingUp);
+      this.apply(start, rows.map((r) => ({ bytes: r.leaf, leaf: decodeLeaf(r.leaf) })), undefined, catchingUp, bulk);
       await new Promise((resolve) => setImmediate(resolve));
     }
     this.clearStaging.run();
@@ -466,9 +496,10 @@ export class Follower {
 
   /**
    * Step 6: appends the verified leaves at `from` (with their Merkle nodes, when known) to the tables
-   * the primary's code keeps, in one transaction, and re-decides their paths with the primary's code.
+   * the primary's code keeps, in one transaction, and re-decides their paths with the primary's code
+   * (in `bulk`, finishBulk does that for the whole catch-up).
    */
-  private apply(from: number, leaves: ReadonlyArray<{ bytes: Buffer; leaf: LogLeaf }>, nodes: StoredNode[] | undefined, catchingUp: boolean): void {
+  private apply(from: number, leaves: ReadonlyArray<{ bytes: Buffer; leaf: LogLeaf }>, nodes: StoredNode[] | undefined, catchingUp: boolean, bulk: boolean): void {
     const { db, log, registry, decisions, version } = this.service;
     // Not waiting for the disk: what a crash takes of the last commits is the primary's, fetched and
     // verified again (synchronous=NORMAL keeps the database consistent, and a checkpoint stored
@@ -487,6 +518,17 @@ export class Follower {
         version.touch();
       }
       const now = Date.now();
+      if (bulk) {
+        const paths = new Set<string>();
+        for (const [i, { leaf }] of leaves.entries()) {
+          if (leaf.kind !== 'attestation') continue;
+          const a = leaf.attestation;
+          const builderId = registry.get(a.builder)!.id;
+          this.rows.insert(a, voteOf(a, a.references.join(','), from + i, builderId, voterKey(registry, builderId)), now);
+          paths.add(a.outPath);
+        }
+        return paths;
+      }
       // Each path's attestations are read once per chunk; the chunk's own join them as they are added (as ingest does).
       const votes = new Map<string, PathVote[]>();
       for (const [i, { leaf }] of leaves.entries()) {
@@ -500,11 +542,12 @@ export class Follower {
         this.rows.insert(a, vote, now);
         // The monitor's part: an equivocation is reported as it replicates (and kept, as the primary keeps it).
         const content = contentKey(vote);
-        for (const earlier of pathVotes) {
-          if (earlier.builderId !== builderId || contentKey(earlier) === content) continue;
-          this.rows.conflict(builderId, a.outPath, earlier.leafIndex, index, now);
+        const differing = pathVotes.filter((earlier) => earlier.builderId === builderId && contentKey(earlier) !== content).map((earlier) => earlier.leafIndex);
+        if (differing.length > 0) {
+          // As ingest: a row per pair, the table keeps the first (one per equivocating leaf).
+          for (const earlier of differing) this.rows.conflict(builderId, a.outPath, earlier, index, now);
           this.metrics.equivocations.inc();
-          this.logger.warn('equivocation replicated: a key signed two contents for one path', { builder: a.builder, outPath: a.outPath, leaves: [earlier.leafIndex, index] });
+          this.logger.warn('equivocation replicated: a key signed two contents for one path', { builder: a.builder, outPath: a.outPath, leaves: [...differing, index] });
         }
         pathVotes.push(vote);
       }
@@ -516,6 +559,49 @@ export class Follower {
     });
     this.metrics.appliedLeaves.inc(leaves.length);
     for (const l of this.appliedListeners) l(applied, catchingUp);
+  }
+
+  /** A bulk catch-up from leaf `from` begins: the indexes its rows would write at random go, until finishBulk. */
+  private startBulk(from: number): void {
+    const { db } = this.service;
+    db.transaction(() => {
+      dropIndexes(db, BULK_INDEXES);
+      db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run(BULK_FROM, String(from));
+    })();
+    this.logger.info('catching up in bulk: decisions follow once every leaf is applied', { from });
+  }
+
+  /**
+   * The end of a bulk catch-up (if one is under way): the indexes built, the equivocations among
+   * its leaves found as apply finds them (each with the first earlier leaf of the same key and path
+   * that states another content, the row ingest keeps), and every decision derived from the log, a
+   * chunk at a time.
+   */
+  private async finishBulk(): Promise<void> {
+    const { db, decisions, registry } = this.service;
+    const from = this.bulkFrom.get();
+    if (from === undefined) return;
+    const started = performance.now();
+    restoreIndexes(db, ATTESTATION_INDEXES);
+    const equivocations = db
+      .prepare(
+        `INSERT OR IGNORE INTO conflicts (builder_id, out_path, first_leaf, second_leaf, detected_at)
+         SELECT b.builder_id, b.out_path, MIN(a.leaf_index), b.leaf_index, ? FROM attestations b
+         JOIN attestations a ON a.out_path = b.out_path AND a.builder_id = b.builder_id AND a.leaf_index < b.leaf_index
+         WHERE b.leaf_index >= ? AND (a.nar_hash, a.nar_size, a.refs) IS NOT (b.nar_hash, b.nar_size, b.refs)
+         GROUP BY b.leaf_index
+         RETURNING builder_id, out_path, first_leaf, second_leaf`,
+      )
+      .raw()
+      .all(Date.now(), Number(from)) as Array<[number, string, number, number]>;
+    for (const [builderId, outPath, first, second] of equivocations) {
+      this.metrics.equivocations.inc();
+      this.logger.warn('equivocation replicated: a key signed two contents for one path', { builder: registry.getById(builderId)?.name, outPath, leaves: [first, second] });
+    }
+    const paths = await decisions.decideAll();
+    restoreIndexes(db);
+    db.prepare('DELETE FROM meta WHERE key = ?').run(BULK_FROM);
+    this.logger.info('caught up in bulk: indexes built, decisions derived', { from: Number(from), to: this.service.log.size(), paths, ms: Math.round(performance.now() - started) });
   }
 
   private storeCheckpoint(note: string, checkpoint: Checkpoint, cosignatures: Cosignature[]): void {

@@ -9,7 +9,7 @@ export function createMirrorMetrics(registry: Registry) {
     degraded: new Gauge({ name: 'nixquorum_mirror_degraded', help: '1 while the primary offers what does not follow from what was verified (the mirror stopped there)', registers }),
     fetchedLeaves: new Counter({ name: 'nixquorum_mirror_fetched_leaves_total', help: 'leaves fetched from the primary', registers }),
     appliedLeaves: new Counter({ name: 'nixquorum_mirror_applied_leaves_total', help: 'leaves verified and applied', registers }),
-    equivocations: new Counter({ name: 'nixquorum_mirror_equivocations_total', help: 'equivocations (one key, two contents, one path) seen as they replicated', registers }),
+    equivocations: new Counter({ name: 'nixquorum_mirror_equivocations_total', help: 'equivocations seen as they replicated: statements of a key for a path that contradict an earlier one of the same key', registers }),
   };
 }
 

@@ -27,6 +27,23 @@ function decisions(server: RunningServer): string[] {
   return (server.service.db.prepare('SELECT policy, out_path, status, nar_hash, nar_size, refs, deriver, sigs, agreeing FROM decisions ORDER BY policy, out_path').raw().all() as unknown[][]).map((r) => JSON.stringify(r));
 }
 
+/** Every conflict row, by builder name (a mirror numbers its builder rows itself). */
+function conflicts(server: RunningServer): unknown[] {
+  return server.service.db.prepare('SELECT b.name, c.out_path, c.first_leaf, c.second_leaf FROM conflicts c JOIN builders b ON b.id = c.builder_id ORDER BY 1, 2, 3, 4').raw().all();
+}
+
+/** A NAR of one file holding `text`, uploaded to `primary` by `key`: what a path attested with it serves. */
+async function uploadNar(primary: RunningServer, key: SecretKey, dir: string, text: string): Promise<{ narHash: string; narSize: number; bytes: Buffer }> {
+  const src = join(dir, 'src');
+  writeFileSync(src, text);
+  const chunks: Buffer[] = [];
+  for await (const c of dumpNar(src)) chunks.push(c);
+  const bytes = Buffer.concat(chunks);
+  const narHash = narHashFromDigest(sha256(bytes));
+  expect((await fetch(`${primary.url}/api/v1/nars/${narHash}`, { method: 'PUT', body: new Uint8Array(bytes), headers: { authorization: uploadAuthHeader(key, narHash as never, bytes.length) } })).status).toBe(201);
+  return { narHash, narSize: bytes.length, bytes };
+}
+
 const follow = (primary: RunningServer, extra: Record<string, unknown> = {}) => ({ follow: { url: primary.url, logKey: primary.service.noteVerifierText, pollMs: 100_000, ...extra } });
 
 describe('a mirror', () => {
@@ -54,13 +71,7 @@ describe('a mirror', () => {
     port = await freePort();
     primary = await startPrimary();
     for (const k of [alice, bob, carol]) addBuilder(primary.service, k.publicKey);
-    const src = join(primaryDir, 'src');
-    writeFileSync(src, 'mirrored bytes\n');
-    const chunks: Buffer[] = [];
-    for await (const c of dumpNar(src)) chunks.push(c);
-    const bytes = Buffer.concat(chunks);
-    served = { outPath: randomStorePath('served'), narHash: narHashFromDigest(sha256(bytes)), narSize: bytes.length, bytes };
-    expect((await fetch(`${primary.url}/api/v1/nars/${served.narHash}`, { method: 'PUT', body: new Uint8Array(bytes), headers: { authorization: uploadAuthHeader(alice, served.narHash as never, bytes.length) } })).status).toBe(201);
+    served = { outPath: randomStorePath('served'), ...(await uploadNar(primary, alice, primaryDir, 'mirrored bytes\n')) };
     for (const k of [alice, bob]) expect((await postAttestations(primary.url, k, signedAttestation(k, served))).status).toBe(201);
     // Some dissent, an equivocation, a policy, a revocation: every kind of leaf.
     const other = randomStorePath('disputed');
@@ -225,6 +236,33 @@ describe('a mirror', () => {
     expect(attestationsFrom(mirror, size)).toBe(attestationsFrom(primary, size));
   }, 120_000);
 
+  it('in bulk, stopped by a bad leaf part way, serves the segments before it with their decisions and equivocations derived', async () => {
+    const size = primary.service.log.size();
+    await bulk(12_000, 'bulk-segments');
+    const restore = await rewritePrimary(forgeSignature(size + 11_000));
+    // Two new mirrors from empty: one applying in bulk, one leaf by leaf (the primary's log is below the default bulkCatchUp).
+    const inBulk = await startServer(testConfig(fresh('mirror-in-bulk'), follow(primary, { bulkCatchUp: 1000 })));
+    const leafByLeaf = await startServer(testConfig(fresh('mirror-leaf-by-leaf'), follow(primary)));
+    try {
+      await Promise.all([inBulk.follower!.sync(), leafByLeaf.follower!.sync()]);
+      const applied = Math.floor((size + 11_000) / 5000) * 5000;
+      for (const m of [inBulk, leafByLeaf]) expect(m.follower!.current()).toMatchObject({ appliedSize: applied, degraded: expect.stringMatching(new RegExp(`entry ${size + 11_000}: the signature`)) });
+      expect(inBulk.service.db.prepare("SELECT value FROM meta WHERE key = 'mirror_bulk_from'").get()).toBeUndefined();
+      expect(decisions(inBulk)).toEqual(decisions(leafByLeaf));
+      expect(conflicts(inBulk)).toEqual(conflicts(leafByLeaf));
+      expect(conflicts(inBulk)).not.toEqual([]);
+      await restore();
+      await expectResumed();
+      await inBulk.follower!.sync();
+      expect(inBulk.follower!.current()).toMatchObject({ verifiedSize: primary.service.log.size(), degraded: null });
+      expect(decisions(inBulk)).toEqual(decisions(primary));
+      expect(conflicts(inBulk)).toEqual(conflicts(primary));
+    } finally {
+      await inBulk.close();
+      await leafByLeaf.close();
+    }
+  }, 180_000);
+
   it('refuses leaves the primary cannot prove are in its checkpoint: a consistency proof that does not lead to the checkpoint\'s root', async () => {
     // A primary whose pages are honest but whose consistency proofs are not: a new mirror behind it, from empty.
     const proxy = await hostileProxy(primary.url, (path, body) => {
@@ -266,8 +304,8 @@ describe('a mirror', () => {
 });
 
 /** A new mirror of `primary` in `dir`, after its first round. */
-async function mirrorAfterOneRound(primary: RunningServer, dir: string): Promise<RunningServer> {
-  const mirror = await startServer(testConfig(dir, { logLevel: 'error', ...follow(primary) }));
+async function mirrorAfterOneRound(primary: RunningServer, dir: string, extra: Record<string, unknown> = {}): Promise<RunningServer> {
+  const mirror = await startServer(testConfig(dir, { logLevel: 'error', ...follow(primary, extra) }));
   await mirror.follower!.sync();
   return mirror;
 }
@@ -276,6 +314,58 @@ async function closeAndRemove(servers: Array<RunningServer | undefined>, dirs: s
   for (const s of servers) await s?.close();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 }
+
+describe('a mirror catching up in bulk', () => {
+  /** The indexes a database holds, by name. */
+  const indexes = (db: Database.Database) => db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name").pluck().all();
+  const metric = async (server: RunningServer, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(`${server.url}/metrics`)).text())?.[1]);
+
+  it('ends with the primary\'s indexes, decisions and equivocations, signs a path when it first serves it, and finishes after a crash', async () => {
+    const [pdir, mdir] = [tempDir('bulk-primary'), tempDir('bulk-mirror')];
+    const [alice, bob, carol] = ['alice-1', 'bob-1', 'carol-1'].map(generateSecretKey) as [SecretKey, SecretKey, SecretKey];
+    const primary = await startServer(testConfig(pdir, { logLevel: 'error' }));
+    let mirror: RunningServer | undefined;
+    try {
+      for (const k of [alice, bob, carol]) addBuilder(primary.service, k.publicKey);
+      const served = { outPath: randomStorePath('served'), ...(await uploadNar(primary, alice, pdir, 'bulk bytes\n')) };
+      const paths = [served, ...Array.from({ length: 40 }, (_, i) => ({ outPath: randomStorePath(`agreed-${i}`), narHash: randomNarHash() }))];
+      await primary.service.ingestor.submit([alice, bob].flatMap((k) => paths.map((p) => parseAttestation(signedAttestation(k, p)))));
+      // carol signs three contents of one path: two equivocations, each kept with the first leaf it contradicts.
+      for (let i = 0; i < 3; i++) await primary.service.ingestor.submit([parseAttestation(signedAttestation(carol, { outPath: paths[1]!.outPath, narHash: randomNarHash() }))]);
+      primary.service.checkpoints.publish();
+      expect(conflicts(primary)).toHaveLength(2);
+      const ofPrimary = { indexes: indexes(primary.service.db), decisions: decisions(primary), conflicts: conflicts(primary) };
+
+      mirror = await mirrorAfterOneRound(primary, mdir, { bulkCatchUp: 10 });
+      expect(mirror.follower!.current()).toMatchObject({ verifiedSize: primary.service.log.size(), degraded: null });
+      const ofMirror = () => ({ indexes: indexes(mirror!.service.db), decisions: decisions(mirror!), conflicts: conflicts(mirror!) });
+      expect(ofMirror()).toEqual(ofPrimary);
+      expect(mirror.service.db.prepare("SELECT value FROM meta WHERE key = 'mirror_bulk_from'").get()).toBeUndefined();
+      expect(await metric(mirror, 'nixquorum_mirror_equivocations_total')).toBe(2);
+      // Decisions derived in bulk are not signed ahead: the substituter signs one as it first serves it.
+      expect(mirror.service.db.prepare("SELECT COUNT(*) FROM decisions WHERE status = 'quorum' AND cache_sig IS NOT NULL").pluck().get()).toBe(0);
+      const res = await fetch(`${mirror.url}/${hashPartOf(served.outPath as StorePath)}.narinfo`);
+      expect(res.status).toBe(200);
+      const info = parseNarInfo(await res.text());
+      expect(info.narHash).toBe(served.narHash);
+      expect(info.sigs.some((s) => s.startsWith(`${mirror!.service.cacheKey.name}:`))).toBe(true);
+
+      // A crash after the leaves were applied, before the end of the bulk catch-up: its indexes gone, no decisions, no conflicts.
+      await mirror.close();
+      const db = new Database(join(mdir, 'ledger.sqlite'));
+      db.exec("DROP INDEX attestations_path; DROP INDEX attestations_drv; DROP INDEX decisions_quorum_nar; DELETE FROM decisions; DELETE FROM conflicts; INSERT INTO meta (key, value) VALUES ('mirror_bulk_from', '0')");
+      db.close();
+      // The primary gone: the mirror finishes the catch-up all the same, from what it holds.
+      await primary.close();
+      mirror = await mirrorAfterOneRound(primary, mdir, { bulkCatchUp: 10 });
+      expect(mirror.follower!.current().unreachable).not.toBeNull();
+      expect(ofMirror()).toEqual(ofPrimary);
+      expect(mirror.service.db.prepare("SELECT value FROM meta WHERE key = 'mirror_bulk_from'").get()).toBeUndefined();
+    } finally {
+      await closeAndRemove([mirror, primary.service.db.open ? primary : undefined], [pdir, mdir]);
+    }
+  }, 120_000);
+});
 
 describe('a mirror of a ledger upgraded from before registry leaves', () => {
   it('verifies attestations logged before the registry leaves that bind their names, over several segments, and ends with the primary\'s decisions', async () => {
@@ -315,7 +405,8 @@ describe('a mirror\'s decisions', () => {
       fc.record({ kind: fc.constant('policy' as const), threshold: fc.integer({ min: 1, max: 3 }), onConflict: fc.constantFrom('block' as const, 'ignore' as const), all: fc.boolean() }),
     );
     await fc.assert(
-      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 25 }), async (steps) => {
+      // `inBulk`: the mirror catches up in bulk (every decision derived at the end, see finishBulk), or leaf by leaf.
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 25 }), fc.boolean(), async (steps, inBulk) => {
         const pdir = tempDir('mp');
         const mdir = tempDir('mm');
         const primary = await startServer(testConfig(pdir, { logLevel: 'error' }));
@@ -337,9 +428,10 @@ describe('a mirror\'s decisions', () => {
             }
           }
           primary.service.checkpoints.publish();
-          mirror = await mirrorAfterOneRound(primary, mdir);
+          mirror = await mirrorAfterOneRound(primary, mdir, inBulk ? { bulkCatchUp: 1 } : {});
           expect(mirror.follower!.current().degraded).toBeNull();
           expect(decisions(mirror)).toEqual(decisions(primary));
+          expect(conflicts(mirror)).toEqual(conflicts(primary));
         } finally {
           await closeAndRemove([mirror, primary], [pdir, mdir]);
         }
