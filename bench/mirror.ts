@@ -9,9 +9,12 @@
  * run (before and after the catch-up; their median). Goal: verified leaves/s >= 0.8x that rate.
  * Also: the mirror's database bytes per attestation, and the CPU seconds of mirror and primary.
  *
- *   npm run build && node dist/bench/mirror.js [--attestations 1000000] [--keep]
+ *   npm run build && node dist/bench/mirror.js [--attestations 1000000] [--keep] [--primary DIR]
+ *
+ * --primary DIR keeps the loaded primary there and, when DIR already holds one, uses it as it is
+ * (loading 1M attestations takes minutes; a run that compares builds of the mirror need not repeat it).
  */
-import { mkdtempSync, readdirSync, rmSync, statSync, statfsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,7 +24,7 @@ import { dataPaths } from '../src/dataDir.js';
 import { attestationOf, attestationsByLeaf } from '../src/ledger/queries.js';
 import { statementText } from '../src/ledger/statement.js';
 import { createLogger } from '../src/log.js';
-import { generateSecretKey, verifyRaw, type SecretKey } from '../src/nix/keys.js';
+import { generateSecretKey, verifyRaw } from '../src/nix/keys.js';
 import { openService } from '../src/service.js';
 import { BulkLoader } from './bulkLoad.js';
 import { cpuSeconds, median, startQuorumServer, type BenchServer } from './common.js';
@@ -30,6 +33,7 @@ const { values } = parseArgs({
   options: {
     attestations: { type: 'string', default: '1000000' },
     keep: { type: 'boolean', default: false },
+    primary: { type: 'string' },
   },
 });
 const total = Number(values.attestations);
@@ -43,22 +47,24 @@ const cleanUp = async () => {
   await Promise.all(servers.map((s) => s.stop()));
   if (!values.keep) rmSync(dir, { recursive: true, force: true });
 };
+const primaryDir = values.primary ?? join(dir, 'primary');
+const mirrorDir = join(dir, 'mirror');
+const dbBytes = (data: string) => ['', '-wal'].reduce((sum, suffix) => sum + (statSync(`${dataPaths(data).db}${suffix}`, { throwIfNoEntry: false })?.size ?? 0), 0);
+const reused = existsSync(dataPaths(primaryDir).db);
+
 const free = statfsSync(dir).bavail * statfsSync(dir).bsize;
-if (free < total * DISK_PER_ATTESTATION) {
+if (free < total * DISK_PER_ATTESTATION * (reused ? 0.5 : 1)) {
   await cleanUp();
   throw new Error(`${dir}: ${(free / 2 ** 30).toFixed(1)} GiB free, about ${((total * DISK_PER_ATTESTATION) / 2 ** 30).toFixed(1)} GiB needed; use fewer --attestations or point TMPDIR elsewhere`);
 }
 
-const primaryDir = join(dir, 'primary');
-const mirrorDir = join(dir, 'mirror');
-const dbBytes = (data: string) => ['', '-wal'].reduce((sum, suffix) => sum + (statSync(`${dataPaths(data).db}${suffix}`, { throwIfNoEntry: false })?.size ?? 0), 0);
-
 /** Single-core verifies/s of node:crypto over `count` statements of the loaded log. */
-function verifyRate(keys: Map<string, SecretKey>, count: number): number {
+function verifyRate(count: number): number {
   const service = openService(loadConfig({ env: {}, flags: { dataDir: primaryDir, logLevel: 'error' } }), createLogger('error'));
   const rows = attestationsByLeaf(service.db, service.log.size() - count, service.log.size()).map(attestationOf);
+  const keys = new Map(service.registry.list().map((b) => [b.name, b.publicKey]));
   service.close();
-  const jobs = rows.map((a) => ({ key: keys.get(a.builder)!.publicKey, message: Buffer.from(statementText(a)), signature: a.signature }));
+  const jobs = rows.map((a) => ({ key: keys.get(a.builder)!, message: Buffer.from(statementText(a)), signature: a.signature }));
   const t = process.hrtime.bigint();
   let ok = 0;
   for (const j of jobs) if (verifyRaw(j.key, j.message, j.signature)) ok++;
@@ -68,14 +74,13 @@ function verifyRate(keys: Map<string, SecretKey>, count: number): number {
 }
 
 try {
-  const keys = new Map<string, SecretKey>();
-  {
+  if (reused) console.log(`primary reused from ${primaryDir}`);
+  else {
     const service = openService(loadConfig({ env: {}, flags: { dataDir: primaryDir, logLevel: 'error' } }), createLogger('error'));
     // During the load only: no fsync per batch (the load is not a durability test).
     service.db.pragma('synchronous = OFF');
     const loaded = Array.from({ length: 3 }, (_, i) => {
       const secretKey = generateSecretKey(`builder-${i}.example.org-1`);
-      keys.set(secretKey.name, secretKey);
       return { builder: addBuilder(service, secretKey.publicKey).builder, secretKey };
     });
     const t = performance.now();
@@ -83,7 +88,7 @@ try {
     console.log(`primary loaded: ${total} signed attestations in ${((performance.now() - t) / 1000).toFixed(0)} s, log size ${service.log.size()}`);
     service.close();
   }
-  const before = verifyRate(keys, Math.min(total, 20_000));
+  const before = verifyRate(Math.min(total, 20_000));
 
   const primary = await startQuorumServer({ dataDir: primaryDir });
   servers.push(primary);
@@ -101,7 +106,8 @@ try {
   let load = 0;
   while (status.verifiedSize < size) {
     await new Promise((r) => setTimeout(r, 200));
-    status = (await (await fetch(`${mirror.url}/api/v1/mirror`)).json()) as typeof status;
+    // A mirror busy applying can drop an idle keep-alive connection as it is reused: ask again.
+    status = ((await fetch(`${mirror.url}/api/v1/mirror`).then((r) => r.json(), () => null)) as typeof status | null) ?? status;
     if (status.degraded) throw new Error(`the mirror stopped: ${status.degraded}`);
     load = Math.max(load, loadavg()[0]!);
     process.stderr.write(`\rmirror applied ${status.appliedSize} of ${size} leaves`);
@@ -117,7 +123,7 @@ try {
   const decisions = await Promise.all([primary, mirror].map(async (s) => JSON.stringify(await (await fetch(`${s.url}/api/v1/decisions?limit=10000`)).json())));
   if (decisions[0] !== decisions[1]) throw new Error('the mirror decided otherwise than the primary');
   await Promise.all(servers.splice(0).map((s) => s.stop()));
-  const after = verifyRate(keys, Math.min(total, 20_000));
+  const after = verifyRate(Math.min(total, 20_000));
 
   const verifyPeer = median([before, after]);
   const rate = size / seconds;
