@@ -42,9 +42,12 @@ export function openDb(file: string, onMigrated: (line: string) => void = () => 
   }
 }
 
-/** schema.sql's CREATE INDEX statements, by index name. */
+/**
+ * schema.sql's plain (not UNIQUE) CREATE INDEX statements, by index name. A UNIQUE index is a rule,
+ * not a speed-up: it is never dropped, and building it on a tampered database would fail its open.
+ */
 function schemaIndexes(): Map<string, string> {
-  return new Map([...schema().matchAll(/^CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+) [^;]+;/gm)].map((m) => [m[1]!, m[0]]));
+  return new Map([...schema().matchAll(/^CREATE INDEX IF NOT EXISTS (\w+) [^;]+;/gm)].map((m) => [m[1]!, m[0]]));
 }
 
 /**
