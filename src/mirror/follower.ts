@@ -518,28 +518,21 @@ export class Follower {
         version.touch();
       }
       const now = Date.now();
-      if (bulk) {
-        const paths = new Set<string>();
-        for (const [i, { leaf }] of leaves.entries()) {
-          if (leaf.kind !== 'attestation') continue;
-          const a = leaf.attestation;
-          const builderId = registry.get(a.builder)!.id;
-          this.rows.insert(a, voteOf(a, a.references.join(','), from + i, builderId, voterKey(registry, builderId)), now);
-          paths.add(a.outPath);
-        }
-        return paths;
-      }
-      // Each path's attestations are read once per chunk; the chunk's own join them as they are added (as ingest does).
+      const paths = new Set<string>();
+      // Each path's attestations are read once per chunk; the chunk's own join them as they are added
+      // (as ingest does). In bulk none are read: finishBulk does their part for the whole catch-up.
       const votes = new Map<string, PathVote[]>();
+      const votesBefore = (outPath: string) => votes.get(outPath) ?? votes.set(outPath, [...this.votesOf(outPath)]).get(outPath)!;
       for (const [i, { leaf }] of leaves.entries()) {
         if (leaf.kind !== 'attestation') continue;
         const index = from + i;
         const a = leaf.attestation;
         const builderId = registry.get(a.builder)!.id;
-        let pathVotes = votes.get(a.outPath);
-        if (!pathVotes) votes.set(a.outPath, (pathVotes = [...this.votesOf(a.outPath)]));
+        const pathVotes = bulk ? undefined : votesBefore(a.outPath);
         const vote = voteOf(a, a.references.join(','), index, builderId, voterKey(registry, builderId));
         this.rows.insert(a, vote, now);
+        paths.add(a.outPath);
+        if (!pathVotes) continue;
         // The monitor's part: an equivocation is reported as it replicates (and kept, as the primary keeps it).
         const content = contentKey(vote);
         const differing = pathVotes.filter((earlier) => earlier.builderId === builderId && contentKey(earlier) !== content).map((earlier) => earlier.leafIndex);
@@ -551,7 +544,7 @@ export class Follower {
         }
         pathVotes.push(vote);
       }
-      const paths = new Set(votes.keys());
+      if (bulk) return paths;
       // The primary's own rule over the new state: a registry or policy change can move any path.
       if (operator) decisions.recomputeAll();
       else decisions.recompute(paths, { votesOf: (outPath) => votes.get(outPath) ?? this.votesOf(outPath), appendedFrom: from });

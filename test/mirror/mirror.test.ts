@@ -18,6 +18,7 @@ import { startServer, type RunningServer } from '../../src/serve.js';
 import { hostileProxy } from '../helpers/hostileProxy.js';
 import { randomNarHash, randomStorePath, signedAttestation, testConfig } from '../helpers/ledger.js';
 import { ledger202611, appendAttestations202611 } from '../helpers/ledger202611.js';
+import { metric } from '../helpers/nars.js';
 import { tempDir } from '../helpers/nix.js';
 import { servedQuorum } from '../helpers/replay.js';
 import { freePort } from '../helpers/server.js';
@@ -318,7 +319,6 @@ async function closeAndRemove(servers: Array<RunningServer | undefined>, dirs: s
 describe('a mirror catching up in bulk', () => {
   /** The indexes a database holds, by name. */
   const indexes = (db: Database.Database) => db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name").pluck().all();
-  const metric = async (server: RunningServer, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(`${server.url}/metrics`)).text())?.[1]);
 
   it('ends with the primary\'s indexes, decisions and equivocations, signs a path when it first serves it, and finishes after a crash', async () => {
     const [pdir, mdir] = [tempDir('bulk-primary'), tempDir('bulk-mirror')];
@@ -341,7 +341,7 @@ describe('a mirror catching up in bulk', () => {
       const ofMirror = () => ({ indexes: indexes(mirror!.service.db), decisions: decisions(mirror!), conflicts: conflicts(mirror!) });
       expect(ofMirror()).toEqual(ofPrimary);
       expect(mirror.service.db.prepare("SELECT value FROM meta WHERE key = 'mirror_bulk_from'").get()).toBeUndefined();
-      expect(await metric(mirror, 'nixquorum_mirror_equivocations_total')).toBe(2);
+      expect(await metric(mirror.url, 'nixquorum_mirror_equivocations_total')).toBe(2);
       // Decisions derived in bulk are not signed ahead: the substituter signs one as it first serves it.
       expect(mirror.service.db.prepare("SELECT COUNT(*) FROM decisions WHERE status = 'quorum' AND cache_sig IS NOT NULL").pluck().get()).toBe(0);
       const res = await fetch(`${mirror.url}/${hashPartOf(served.outPath as StorePath)}.narinfo`);
