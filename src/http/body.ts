@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { QuorumError } from '../errors.js';
 
 /**
@@ -42,16 +43,27 @@ function tooLarge(limit: number): QuorumError {
 const LINGER_MS = 2000;
 
 /**
+ * At most this many refused connections linger at once. Each holds what its client sent and we did
+ * not read, up to its receive buffer (MiBs): a flood of refused uploads, 800 a second lingering 2 s,
+ * held about 1 GB of kernel memory here and pushed TCP towards memory pressure for every connection,
+ * honest or not. Past the bound the oldest is dropped first, so under a flood each lingers for less.
+ */
+const MAX_LINGERING = 64;
+
+/** The refused connections waiting out their linger, oldest first (a Set keeps insertion order). */
+const lingering = new Set<Socket>();
+
+/**
  * For an answer sent before the request's body was read (a refusal): the connection closes after
  * it, instead of the server reading whatever the client goes on sending (a 1 GB upload, say). The
- * rest of the body is not read; the client gets a FIN after the answer and LINGER_MS to read it
- * before the connection is dropped. (Closing at once, as `Connection: close` does, would reset the
+ * rest of the body is not read; the client gets a FIN after the answer and up to LINGER_MS to read
+ * it before the connection is dropped. (Closing at once, as `Connection: close` does, would reset the
  * connection while unread bytes wait, and a client still sending could lose the answer.)
  */
 export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): void {
   // A request already read has nothing left to discard; one whose reading failed (a store that
   // refused the upload tore its stream down) has lost its socket to the response.
-  const socket = req.socket as typeof req.socket | null;
+  const socket = req.socket as Socket | null;
   if (req.complete || socket === null) return;
   // The client must not send another request on this connection...
   res.setHeader('connection', 'close');
@@ -61,6 +73,19 @@ export function closeAfterAnswer(req: IncomingMessage, res: ServerResponse): voi
     req.pause();
     socket.pause();
     socket.end();
-    setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    linger(socket);
   };
+}
+
+function linger(socket: Socket): void {
+  // A client that reset the connection first has nothing left to linger for.
+  if (socket.destroyed) return;
+  lingering.add(socket);
+  socket.once('close', () => lingering.delete(socket));
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  for (const oldest of lingering) {
+    if (lingering.size <= MAX_LINGERING) break;
+    lingering.delete(oldest);
+    oldest.destroy();
+  }
 }
