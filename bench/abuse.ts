@@ -14,10 +14,11 @@
  *     declared 64 MiB, and 2 MiB bodies the server must read and hash before it refuses them;
  *   - NAR uploads of 100 MiB without a valid signature (refused after the header);
  *   - malformed narinfo names and API paths (400), unknown paths (404).
- * Goal: honest requests/s with the hostile clients >= 0.7 of without (medians over --rounds). The
- * peer: nginx serving the same narinfo bytes as static files, alone and under the same hostile load
- * (which it answers 404/413): on this VM a new loopback connection costs hundreds of µs of kernel
- * time whoever accepts it, and the peer shows that share.
+ * Goal: honest requests/s with the hostile clients >= 0.7 of without (medians over --rounds). Two
+ * peers under the same hostile load, serving the same narinfo bytes: nginx as static files (which
+ * answers the attacks 404/413), and bare node:http from memory, refusing the rest as we do
+ * (bench/bareNode.ts). On this VM a new loopback connection costs hundreds of µs of kernel time
+ * whoever accepts it: nginx shows that share, bare node what Node adds to it.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -33,8 +34,9 @@ import { createLogger } from '../src/log.js';
 import { narHashFromDigest, sha256 } from '../src/nix/hash.js';
 import { generateSecretKey } from '../src/nix/keys.js';
 import { encodeStrings, NAR_MAGIC } from '../src/nix/nar/format.js';
+import { PROJECT_ROOT } from '../src/paths.js';
 import { openService } from '../src/service.js';
-import { median, NARINFO_WRK_SCRIPT, postAttestations, randomStorePath, startNginx, startQuorumServer, wrkNarinfos, type BenchServer, type WrkResult } from './common.js';
+import { benchServer, freePort, median, NARINFO_WRK_SCRIPT, postAttestations, randomStorePath, spawnPinned, startNginx, startQuorumServer, waitForHealth, wrkNarinfos, type BenchServer, type WrkResult } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -123,6 +125,14 @@ function done(summary)
 end
 `;
 
+/** The second peer (bench/bareNode.ts): bare node:http serving the same files, refusing the rest as we do. */
+async function startBareNode(root: string, cpus: string): Promise<BenchServer> {
+  const port = await freePort();
+  const server = benchServer(spawnPinned(cpus, process.execPath, [join(PROJECT_ROOT, 'dist', 'bench', 'bareNode.js'), root, String(port)], { stdio: ['ignore', 'ignore', 'inherit'] }), port);
+  await waitForHealth(server.url);
+  return server;
+}
+
 async function main(): Promise<void> {
   const pathCount = Number(values.paths);
   const duration = Number(values.duration);
@@ -160,23 +170,22 @@ async function main(): Promise<void> {
     mkdirSync(nginxRoot);
     for (const h of hashParts) writeFileSync(join(nginxRoot, `${h}.narinfo`), await (await fetch(`${server.url}/${h}.narinfo`)).text());
     const nginx = await startNginx({ root: nginxRoot, cpus: values['server-cpu'] });
+    const bare = await startBareNode(nginxRoot, values['server-cpu']);
     const scriptFile = join(work, 'narinfo.lua');
     writeFileSync(scriptFile, NARINFO_WRK_SCRIPT);
     const listFile = join(work, 'hits.txt');
     writeFileSync(listFile, hashParts.map((h) => `/${h}.narinfo\n`).join(''));
     const measure = (target: BenchServer, seconds: number) => wrkNarinfos({ server: target, kind: 'hits', seconds, scriptFile, listFile, connections, clientCpu: values['client-cpu'] });
-    const results = new Map<string, { alone: WrkResult[]; attacked: WrkResult[]; hostileRate: number[] }>([
-      ['ours', { alone: [], attacked: [], hostileRate: [] }],
-      ['nginx', { alone: [], attacked: [], hostileRate: [] }],
-    ]);
+    const targets = [['ours', server], ['bare node', bare], ['nginx', nginx]] as const;
+    const results = new Map(targets.map(([name]) => [name, { alone: [] as WrkResult[], attacked: [] as WrkResult[], hostileRate: [] as number[] }]));
     const hostileScript = join(work, 'hostile.lua');
     writeFileSync(hostileScript, HOSTILE_WRK_SCRIPT);
     const forgedSig = Buffer.alloc(64, 9).toString('base64');
     const answered = new Map<string, number>();
     try {
-      for (const target of [server, nginx]) await measure(target, 3);
+      for (const [, target] of targets) await measure(target, 3);
       for (let round = 0; round < rounds; round++) {
-        for (const [name, target] of [['ours', server], ['nginx', nginx]] as const) {
+        for (const [name, target] of targets) {
           const r = results.get(name)!;
           r.alone.push(await measure(target, duration));
           const started = performance.now();
@@ -201,6 +210,7 @@ async function main(): Promise<void> {
       }
     } finally {
       await nginx.stop();
+      await bare.stop();
     }
     const rps = (rs: WrkResult[]) => median(rs.map((r) => r.rps));
     const p99 = (rs: WrkResult[]) => median(rs.map((r) => r.p99ms));
