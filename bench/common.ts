@@ -173,6 +173,38 @@ export interface NginxOptions {
   cpus?: string;
 }
 
+/**
+ * examples/nginx-nix-quorum.conf, the README's reverse proxy, as it is, with only what names this
+ * machine replaced (each replacement must match exactly once, so the example cannot drift from what
+ * the tests and benchmarks run): it listens on 127.0.0.1:`port`, with TLS when `tls` is given and
+ * plain HTTP otherwise, and proxies to 127.0.0.1:`upstream`. The port-80 redirect is left out.
+ */
+export function exampleProxySite(o: { port: number; upstream: number; tls?: { cert: string; key: string; serverName: string } }): string {
+  let site = readFileSync(join(PROJECT_ROOT, 'examples', 'nginx-nix-quorum.conf'), 'utf8');
+  const replace = (from: string, to: string) => {
+    const count = site.split(from).length - 1;
+    if (count !== 1) throw new Error(`examples/nginx-nix-quorum.conf holds ${JSON.stringify(from)} ${count} times, not once`);
+    site = site.replace(from, to);
+  };
+  replace('    listen [::]:443 ssl http2;\n', '');
+  replace('server 127.0.0.1:8080;', `server 127.0.0.1:${o.upstream};`);
+  const certificate = '/etc/letsencrypt/live/quorum.example.org/fullchain.pem';
+  const key = '/etc/letsencrypt/live/quorum.example.org/privkey.pem';
+  if (o.tls) {
+    replace('    listen 443 ssl http2;\n', `    listen 127.0.0.1:${o.port} ssl http2;\n`);
+    replace(certificate, o.tls.cert);
+    replace(key, o.tls.key);
+    replace('server_name quorum.example.org;\n\n    ssl_certificate', `server_name ${o.tls.serverName};\n\n    ssl_certificate`);
+  } else {
+    replace('    listen 443 ssl http2;\n', `    listen 127.0.0.1:${o.port};\n`);
+    replace(`    ssl_certificate     ${certificate};\n`, '');
+    replace(`    ssl_certificate_key ${key};\n`, '');
+  }
+  const redirect = site.indexOf('\nserver {\n    listen 80;');
+  if (redirect < 0) throw new Error('examples/nginx-nix-quorum.conf has no port-80 server to leave out');
+  return site.slice(0, redirect);
+}
+
 async function startNginxOn(port: number, options: NginxOptions): Promise<BenchServer> {
   const prefix = mkdtempSync(join(tmpdir(), 'nq-nginx-'));
   const errorLog = join(prefix, 'error.log');

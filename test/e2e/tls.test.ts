@@ -1,13 +1,13 @@
 import { addBuilder } from '../../src/app/builders.js';
 import { execFileSync } from 'node:child_process';
+import https from 'node:https';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startNginx, type BenchServer } from '../../bench/common.js';
+import { exampleProxySite, startNginx, type BenchServer } from '../../bench/common.js';
 import { formatSecretKey, generateSecretKey } from '../../src/nix/keys.js';
 import { hashPartOf, type StorePath } from '../../src/nix/storePath.js';
-import { PROJECT_ROOT } from '../../src/paths.js';
 import { startServer, type RunningServer } from '../../src/serve.js';
 import { launchChromium, verification } from '../helpers/chromium.js';
 import { chrootBuild, closureOutputs, writeClosure } from '../helpers/closure.js';
@@ -16,30 +16,16 @@ import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { runAsync, runCli } from '../helpers/server.js';
 
 const HOST = 'quorum.test';
-const BIG = 200 * 1024 * 1024;
 
-/**
- * examples/nginx-nix-quorum.conf, the README's reverse proxy, as it is, with only what names this
- * machine replaced: each replacement must match exactly once, so the example cannot drift from what
- * is tested here.
- */
-function exampleSite(port: number, upstream: number, cert: string, key: string): string {
-  let site = readFileSync(join(PROJECT_ROOT, 'examples', 'nginx-nix-quorum.conf'), 'utf8');
-  const replace = (from: string, to: string) => {
-    expect(site.split(from).length - 1, `examples/nginx-nix-quorum.conf holds ${JSON.stringify(from)} once`).toBe(1);
-    site = site.replace(from, to);
-  };
-  replace('    listen 443 ssl http2;\n', `    listen 127.0.0.1:${port} ssl http2;\n`);
-  replace('    listen [::]:443 ssl http2;\n', '');
-  replace('/etc/letsencrypt/live/quorum.example.org/fullchain.pem', cert);
-  replace('/etc/letsencrypt/live/quorum.example.org/privkey.pem', key);
-  replace('server_name quorum.example.org;\n\n    ssl_certificate', `server_name ${HOST};\n\n    ssl_certificate`);
-  replace('proxy_pass http://127.0.0.1:8080;', `proxy_pass http://127.0.0.1:${upstream};`);
-  // The plain-HTTP redirect needs port 80; everything else is the example's.
-  const redirect = site.indexOf('\nserver {\n    listen 80;');
-  expect(redirect).toBeGreaterThan(0);
-  return site.slice(0, redirect);
+/** Established TCP connections to local `port` (IPv4), from the kernel's table. */
+function established(port: number): number {
+  const local = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1).filter((line) => {
+    const [, localAddress, , state] = line.trim().split(/\s+/);
+    return localAddress?.endsWith(local) && state === '01';
+  }).length;
 }
+const BIG = 200 * 1024 * 1024;
 
 describeNix('behind the README\'s nginx TLS reverse proxy (real nginx, Nix and Chromium)', () => {
   let dir: string;
@@ -60,7 +46,7 @@ describeNix('behind the README\'s nginx TLS reverse proxy (real nginx, Nix and C
     cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
     execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${HOST}`, '-addext', `subjectAltName=DNS:${HOST},IP:127.0.0.1`], { stdio: 'ignore' });
-    nginx = await startNginx({ site: (port) => exampleSite(port, Number(new URL(server.url).port), cert, key) });
+    nginx = await startNginx({ site: (port) => exampleProxySite({ port, upstream: Number(new URL(server.url).port), tls: { cert, key, serverName: HOST } }) });
     url = `https://127.0.0.1:${nginx.port}`;
     for (const k of keys) addBuilder(server.service, k.publicKey);
     const closure = writeClosure(dir, { count: 3, salt: `tls-${Date.now()}`, bigBytes: BIG });
@@ -94,7 +80,7 @@ describeNix('behind the README\'s nginx TLS reverse proxy (real nginx, Nix and C
   }, 300_000);
 
   it('without the example\'s body size setting, nginx refuses the upload and the builder says what to change', async () => {
-    const limited = await startNginx({ site: (port) => exampleSite(port, Number(new URL(server.url).port), cert, join(dir, 'key.pem')).replace('    client_max_body_size 0;\n', '') });
+    const limited = await startNginx({ site: (port) => exampleProxySite({ port, upstream: Number(new URL(server.url).port), tls: { cert, key: join(dir, 'key.pem'), serverName: HOST } }).replace('    client_max_body_size 0;\n', '') });
     try {
       const b2 = join(dir, 'b2');
       const built = chrootBuild(b2, writeClosure(dir, { count: 2, salt: `tls-limited-${Date.now()}`, bigBytes: 2 * 1024 * 1024 }).file);
@@ -123,6 +109,23 @@ describeNix('behind the README\'s nginx TLS reverse proxy (real nginx, Nix and C
     const theirs = JSON.parse(nix('nix', ['--store', join(dir, 'b0'), 'path-info', '--json', big])) as Array<{ narHash: string }>;
     expect(ours[0]!.narHash).toBe(theirs[0]!.narHash);
   }, 300_000);
+
+  it('keeps its connections to the server open between requests', async () => {
+    const port = Number(new URL(server.url).port);
+    const ca = readFileSync(cert);
+    for (let i = 0; i < 30; i++) {
+      const status = await new Promise<number | undefined>((resolve, reject) => {
+        https.get(`${url}/nix-cache-info`, { ca, agent: false }, (res) => res.resume().on('end', () => resolve(res.statusCode))).on('error', reject);
+      });
+      expect(status).toBe(200);
+    }
+    // Thirty requests, each on its own client connection, reached the server over connections
+    // nginx keeps open (at most `keepalive 32` idle ones, some from the tests before); with a new
+    // connection per request none would be left: nginx closes each after its answer.
+    const open = established(port);
+    expect(open).toBeGreaterThan(0);
+    expect(open).toBeLessThanOrEqual(32);
+  });
 
   it('verifies the path page in Chromium over HTTPS, a secure context by its own name', async () => {
     const spki = execFileSync('sh', ['-c', `openssl x509 -in '${cert}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64`], { encoding: 'utf8' }).trim();
