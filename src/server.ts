@@ -1,5 +1,5 @@
 import express, { type Router } from 'express';
-import { perClientLimit } from './http/perClientLimit.js';
+import { perClientLimit, TRUSTED_PROXIES } from './http/perClientLimit.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { apiRoutes } from './api/routes.js';
 import { QuorumError } from './errors.js';
@@ -29,6 +29,7 @@ export function requestHandler(service: Service, metrics: Metrics, routes: Route
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.set('trust proxy', TRUSTED_PROXIES);
   app.use(perClientLimit(service.config.http.maxConcurrentPerClient));
   app.use('/api/v1', apiRoutes(service, metrics), ...routes.api);
   app.get('/healthz', (_req, res) => {

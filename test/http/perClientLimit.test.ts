@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonErrors } from '../../src/http/errors.js';
-import { perClientLimit } from '../../src/http/perClientLimit.js';
+import { perClientLimit, TRUSTED_PROXIES } from '../../src/http/perClientLimit.js';
 import { createLogger } from '../../src/log.js';
 
 describe('perClientLimit', () => {
@@ -11,6 +11,7 @@ describe('perClientLimit', () => {
   let release!: () => void;
   let held = new Promise<void>((r) => (release = r));
   const server = express()
+    .set('trust proxy', TRUSTED_PROXIES)
     .use(perClientLimit(3))
     .get('/slow', async (_req, res) => {
       await held;
@@ -36,5 +37,23 @@ describe('perClientLimit', () => {
     expect((await Promise.all([...inFlight, authenticated])).map((r) => r.status)).toEqual([200, 200, 200, 200]);
     held = Promise.resolve();
     expect((await fetch(`${url}/slow`)).status).toBe(200);
+  });
+
+  it('counts the clients of a proxy on this machine apart, by the address the proxy appended to X-Forwarded-For', async () => {
+    held = new Promise<void>((r) => (release = r));
+    // As nginx's $proxy_add_x_forwarded_for: whatever the client claimed, then its real address.
+    const via = (client: string) => ({ headers: { 'x-forwarded-for': `10.9.9.9, ${client}` } });
+    const a = [0, 1, 2].map(() => fetch(`${url}/slow`, via('192.0.2.1')));
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await fetch(`${url}/slow`, via('192.0.2.1'))).status).toBe(429);
+    // The same claim from another client is that client's budget, not the first one's: it is let
+    // in (and waits with the others) instead of being answered 429 at once.
+    let answered = false;
+    const b = fetch(`${url}/slow`, via('192.0.2.2')).finally(() => (answered = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(answered).toBe(false);
+    release();
+    expect((await Promise.all([...a, b])).map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    held = Promise.resolve();
   });
 });
