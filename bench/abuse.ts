@@ -11,9 +11,9 @@
  * --rate requests per second between them (each on a new connection), in turn:
  *   - unauthenticated attestation submissions declaring 64 MiB bodies (refused after the header);
  *   - submissions with a forged builder signature (403 at the signature check): gzip bodies,
- *     declared 64 MiB, and 2 MiB bodies the server must read and hash before it refuses them;
+ *     declared 64 MiB, and 2 MiB bodies sent whole (the signature covers the length, not the body);
  *   - NAR uploads of 100 MiB without a valid signature (refused after the header);
- *   - malformed narinfo names and API paths (400), unknown paths (404).
+ *   - malformed narinfo names, API paths and log queries (400).
  * Goal: honest requests/s with the hostile clients >= 0.7 of without (medians over --rounds). Two
  * peers under the same hostile load, serving the same narinfo bytes: nginx as static files (which
  * answers the attacks 404/413), and bare node:http from memory, refusing the rest as we do
