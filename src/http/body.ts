@@ -81,8 +81,12 @@ function linger(socket: Socket): void {
   // A client that reset the connection first has nothing left to linger for.
   if (socket.destroyed) return;
   lingering.add(socket);
-  socket.once('close', () => lingering.delete(socket));
-  setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  // An evicted socket must not stay reachable (with its request's buffered body) for the rest of its linger.
+  socket.once('close', () => {
+    clearTimeout(timer);
+    lingering.delete(socket);
+  });
   for (const oldest of lingering) {
     if (lingering.size <= MAX_LINGERING) break;
     lingering.delete(oldest);

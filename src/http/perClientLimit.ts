@@ -2,21 +2,21 @@ import type { RequestHandler } from 'express';
 import { QuorumError } from '../errors.js';
 
 /**
- * At most `limit` requests without an Authorization header in flight per client address on the API
- * and the pages; more are answered 429 at once. Authenticated requests are refused or served by
- * their routes, which check the header before they read anything. The substituter's routes run
- * before express and are not limited: each costs one indexed read.
- *
- * The address is express's `req.ip`: behind a reverse proxy the app trusts (TRUSTED_PROXIES), the
- * client's as the proxy appended it to X-Forwarded-For, so the clients of one proxy do not share
- * one budget; from anywhere else the connection's own, whatever the header claims.
- */
-/**
  * Whose X-Forwarded-For express believes: a proxy on this machine, as the README's nginx is. A
  * client elsewhere cannot send from these addresses, so it cannot choose its own budget.
  */
 export const TRUSTED_PROXIES = 'loopback';
 
+/**
+ * At most `limit` requests without an Authorization header in flight per client address on the API
+ * and the pages; more are answered 429 at once. Authenticated requests are refused or served by
+ * their routes, which check the header before they read anything. The substituter's routes run
+ * before express and are not limited: each costs one indexed read.
+ *
+ * The address is express's `req.ip` (the app sets `trust proxy` to TRUSTED_PROXIES): behind such
+ * a proxy, the client's as the proxy appended it to X-Forwarded-For, so the clients of one proxy do
+ * not share one budget; from anywhere else the connection's own, whatever the header claims.
+ */
 export function perClientLimit(limit: number): RequestHandler {
   const inFlight = new Map<string, number>();
   return (req, res, next) => {

@@ -16,6 +16,7 @@ import { describeNix, nix, nixEnv, tempDir } from '../helpers/nix.js';
 import { runAsync, runCli } from '../helpers/server.js';
 
 const HOST = 'quorum.test';
+const BIG = 200 * 1024 * 1024;
 
 /** Established TCP connections to local `port` (IPv4), from the kernel's table. */
 function established(port: number): number {
@@ -25,7 +26,6 @@ function established(port: number): number {
     return localAddress?.endsWith(local) && state === '01';
   }).length;
 }
-const BIG = 200 * 1024 * 1024;
 
 describeNix('behind the README\'s nginx TLS reverse proxy (real nginx, Nix and Chromium)', () => {
   let dir: string;
